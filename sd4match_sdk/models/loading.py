@@ -1,0 +1,135 @@
+"""Loading Stable Diffusion 2.1 and DINOv2 with the libraries' own ``from_pretrained``.
+
+Weights load completely or not at all (SPEC 13). Real SD 2.1 checkpoints store the text encoder
+with transformers-4 key names (``text_model.*``) while transformers 5 saves them without the
+prefix; a mismatch either way can leave layers randomly initialised with only a log line. Every
+load here asks for the loading report and raises :class:`WeightsError` unless every parameter
+was read from the checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import DEFAULT_DINO_MODEL, DEFAULT_SD_MODEL, SD_MODEL_ENV
+from ..errors import ModelNotFoundError, WeightsError
+
+__all__ = ["SDComponents", "load_sd_components", "load_dino", "check_loading_info"]
+
+
+@dataclass
+class SDComponents:
+    """The frozen SD 2.1 parts the SDK uses (the decoder half of the VAE is never run)."""
+
+    unet: Any  # diffusers.UNet2DConditionModel
+    vae: Any  # diffusers.AutoencoderKL
+    text_encoder: Any  # transformers.CLIPTextModel
+    tokenizer: Any  # transformers.CLIPTokenizer
+    scheduler: Any  # diffusers scheduler with add_noise / alphas_cumprod
+    source: str  # the directory or hub id they came from
+
+
+def _looks_local(model: str) -> bool:
+    return model.startswith((".", "/", "~")) or Path(model).exists() or model.count("/") > 1
+
+
+def check_loading_info(info: dict[str, Any], what: str, source: str) -> None:
+    """Raise unless a ``from_pretrained(..., output_loading_info=True)`` report is clean."""
+    problems = []
+    for key in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        items = list(info.get(key) or [])
+        if items:
+            shown = ", ".join(str(k) for k in items[:5]) + (" ..." if len(items) > 5 else "")
+            problems.append(f"{len(items)} {key.replace('_', ' ')} ({shown})")
+    errors = list(info.get("error_msgs") or [])
+    if errors:
+        problems.append("errors: " + "; ".join(map(str, errors[:3])))
+    if problems:
+        raise WeightsError(
+            f"{what} from {source!r} did not load completely: " + "; ".join(problems) + ". "
+            "The checkpoint does not match the architecture (wrong model, or key names this "
+            "diffusers/transformers version cannot map); refusing to run with random layers."
+        )
+
+
+def _not_found(what: str, model: str, err: BaseException, default: str, env: str | None) -> ModelNotFoundError:
+    hint = (
+        f"Provide a local directory in the diffusers/transformers layout or a hub id you can "
+        f"download (default {default!r}"
+        + (f", or set ${env}" if env else "")
+        + f"), e.g. `huggingface-cli download {default} --local-dir ./weights`. "
+        "Set HF_HUB_OFFLINE=1 to load only from local files."
+    )
+    return ModelNotFoundError(f"could not load {what} from {model!r}: {err}. {hint}")
+
+
+def load_sd_components(model: str, dtype: torch.dtype = torch.float32) -> SDComponents:
+    """Load UNet, VAE, text encoder, tokenizer and scheduler of an SD 2.1 pipeline.
+
+    Args:
+        model: a local diffusers directory (``unet/``, ``vae/``, ``text_encoder/``,
+            ``tokenizer/``, ``scheduler/``) or a hub id.
+        dtype: dtype of the UNet and text encoder weights (the VAE stays float32).
+
+    Raises:
+        ModelNotFoundError: the directory or id cannot be resolved.
+        WeightsError: a component did not load completely.
+    """
+    import diffusers
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    model = str(Path(model).expanduser()) if _looks_local(str(model)) else str(model)
+    if _looks_local(model) and not Path(model).is_dir():
+        raise _not_found("Stable Diffusion 2.1", model, FileNotFoundError("no such directory"), DEFAULT_SD_MODEL, SD_MODEL_ENV)
+    try:
+        unet, unet_info = UNet2DConditionModel.from_pretrained(
+            model, subfolder="unet", output_loading_info=True, torch_dtype=dtype
+        )
+        vae, vae_info = AutoencoderKL.from_pretrained(model, subfolder="vae", output_loading_info=True)
+        text_encoder, te_info = CLIPTextModel.from_pretrained(
+            model, subfolder="text_encoder", output_loading_info=True, dtype=dtype
+        )
+        tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
+        # The scheduler class the checkpoint names (DDIM for SD 2.1); only add_noise is used.
+        scheduler_config = diffusers.DDPMScheduler.load_config(model, subfolder="scheduler")
+        scheduler_cls = getattr(diffusers, scheduler_config.get("_class_name", ""), diffusers.DDPMScheduler)
+        scheduler = scheduler_cls.from_config(scheduler_config)
+    except (OSError, ValueError) as err:  # EnvironmentError / hub errors / missing files
+        raise _not_found("Stable Diffusion 2.1", model, err, DEFAULT_SD_MODEL, SD_MODEL_ENV) from err
+    check_loading_info(unet_info, "the UNet", model)
+    check_loading_info(vae_info, "the VAE", model)
+    check_loading_info(te_info, "the text encoder", model)
+    for module in (unet, vae, text_encoder):
+        module.requires_grad_(False).eval()
+    return SDComponents(unet, vae, text_encoder, tokenizer, scheduler, model)
+
+
+def load_dino(model: str | None = None) -> tuple[Any, Any]:
+    """Load a ``transformers.Dinov2Model`` and its image processor (PIL backend, SPEC 13).
+
+    Args:
+        model: local directory or hub id; ``facebook/dinov2-base`` when ``None``.
+
+    Returns:
+        ``(model, processor)``; the model is frozen, float32, in eval mode.
+    """
+    from transformers import AutoImageProcessor, Dinov2Model
+
+    model = model or DEFAULT_DINO_MODEL
+    model = str(Path(model).expanduser()) if _looks_local(str(model)) else str(model)
+    if _looks_local(model) and not Path(model).is_dir():
+        raise _not_found("DINOv2", model, FileNotFoundError("no such directory"), DEFAULT_DINO_MODEL, None)
+    try:
+        dino, info = Dinov2Model.from_pretrained(model, output_loading_info=True)
+        # The PIL backend reproduces the processor the official code used (SPEC 2).
+        processor = AutoImageProcessor.from_pretrained(model, backend="pil")
+    except (OSError, ValueError) as err:
+        raise _not_found("DINOv2", model, err, DEFAULT_DINO_MODEL, None) from err
+    check_loading_info(info, "DINOv2", model)
+    dino.requires_grad_(False).eval()
+    return dino, processor

@@ -1,0 +1,1 @@
+"""Pure tensor functions: coordinate maps, matching, (training) loss and PCK."""
