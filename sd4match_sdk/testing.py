@@ -21,6 +21,10 @@ __all__ = [
     "build_tiny_sd",
     "build_tiny_dino",
     "rewrite_text_encoder_with_v4_keys",
+    "build_sd21_random",
+    "SD21_UNET_CONFIG",
+    "SD21_VAE_CONFIG",
+    "SD21_TEXT_CONFIG",
 ]
 
 #: Words the offline tokenizer knows as whole tokens (others split into characters).
@@ -224,4 +228,86 @@ def build_tiny_dino(path: str | Path, seed: int = 0, hidden_size: int = 32) -> P
         do_convert_rgb=True,
     )
     processor.save_pretrained(path)
+    return path
+
+
+#: The SD 2.1 (768-v) UNet configuration, as in its ``unet/config.json``.
+SD21_UNET_CONFIG = dict(
+    sample_size=96,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=1024,
+    attention_head_dim=(5, 10, 20, 20),
+    use_linear_projection=True,
+    upcast_attention=True,
+    norm_num_groups=32,
+)
+#: The SD 2.1 VAE configuration.
+SD21_VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=768,
+    scaling_factor=0.18215,
+)
+#: The SD 2.1 text encoder (OpenCLIP ViT-H, 23 layers stored) configuration.
+SD21_TEXT_CONFIG = dict(
+    vocab_size=49408,
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=23,
+    num_attention_heads=16,
+    max_position_embeddings=77,
+    hidden_act="gelu",
+    projection_dim=512,
+)
+
+
+def build_sd21_random(path: str | Path | None = None, seed: int = 0):
+    """The full SD 2.1 architecture with random weights, for benchmarks and export tests.
+
+    Args:
+        path: if given, save it there as a diffusers pipeline directory (about 3.5 GB in
+            float32) and return the path; otherwise return :class:`SDComponents` in memory.
+        seed: seed of the random weights.
+
+    The tokenizer is the offline tiny one (its ids are valid for the 49408-token encoder).
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from .models.loading import SDComponents
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**SD21_UNET_CONFIG)
+    vae = AutoencoderKL(**SD21_VAE_CONFIG)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**SD21_TEXT_CONFIG))
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction",
+    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = CLIPTokenizer.from_pretrained(build_tiny_tokenizer(Path(tmp) / "tokenizer"))
+    for module in (unet, vae, text_encoder):
+        module.requires_grad_(False).eval()
+    if path is None:
+        return SDComponents(unet, vae, text_encoder, tokenizer, scheduler, "random-sd21")
+    path = Path(path)
+    StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    ).save_pretrained(path)
+    (path / "tokenizer" / "tokenizer.json").unlink(missing_ok=True)
+    build_tiny_tokenizer(path / "tokenizer")
     return path
