@@ -30,12 +30,12 @@ from common import machine, time_call  # noqa: E402
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def _components(full: bool, dtype: torch.dtype):
+def _components(full: bool, dtype: torch.dtype, device: torch.device):
     from sd4match_sdk.models.loading import load_sd_components
     from sd4match_sdk.testing import build_sd21_random, build_tiny_sd
 
     if full:
-        parts = build_sd21_random()
+        parts = build_sd21_random(device=device)
         parts.unet.to(dtype)
         return parts
     tmp = tempfile.mkdtemp(prefix="bench-tiny-")
@@ -46,7 +46,7 @@ def _child(args: argparse.Namespace) -> dict:
     from sd4match_sdk.models.features import SDFeatureExtractor
 
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
-    parts = _components(args.full, dtype)
+    parts = _components(args.full, dtype, device)
     ext = SDFeatureExtractor(parts.vae, parts.unet, parts.scheduler, args.timestep).to(device)
     unet_full = parts.unet.to(device)
     s = args.image_size

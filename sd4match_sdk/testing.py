@@ -272,13 +272,15 @@ SD21_TEXT_CONFIG = dict(
 )
 
 
-def build_sd21_random(path: str | Path | None = None, seed: int = 0):
+def build_sd21_random(path: str | Path | None = None, seed: int = 0, device: str | torch.device = "cpu"):
     """The full SD 2.1 architecture with random weights, for benchmarks and export tests.
 
     Args:
         path: if given, save it there as a diffusers pipeline directory (about 3.5 GB in
             float32) and return the path; otherwise return :class:`SDComponents` in memory.
         seed: seed of the random weights.
+        device: where to build the modules (building on a GPU is much faster than on a CPU);
+            saving always goes through the CPU.
 
     The tokenizer is the offline tiny one (its ids are valid for the 49408-token encoder).
     """
@@ -288,9 +290,10 @@ def build_sd21_random(path: str | Path | None = None, seed: int = 0):
     from .models.loading import SDComponents
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**SD21_UNET_CONFIG)
-    vae = AutoencoderKL(**SD21_VAE_CONFIG)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**SD21_TEXT_CONFIG))
+    with torch.device(device if path is None else "cpu"):
+        unet = UNet2DConditionModel(**SD21_UNET_CONFIG)
+        vae = AutoencoderKL(**SD21_VAE_CONFIG)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**SD21_TEXT_CONFIG))
     scheduler = DDIMScheduler(
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction",
