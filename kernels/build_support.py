@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
 DEFAULT_CUDA_ARCHS = "75;80;86;89;90"
@@ -46,9 +47,33 @@ def find_nvcc() -> str | None:
     return None
 
 
+def _has_headers(root: Path) -> bool:
+    return (root / "include" / "cuda_runtime.h").is_file() or (
+        root / "targets" / "x86_64-linux" / "include" / "cuda_runtime.h"
+    ).is_file()
+
+
 def cuda_home(nvcc: str) -> Path:
-    """The toolkit root that holds nvcc (``<root>/bin/nvcc``), following symlinks."""
-    return Path(nvcc).resolve().parent.parent
+    """The toolkit root: ``$CUDA_HOME``/``$CUDA_PATH``, the directory above nvcc's ``bin``, or what
+    nvcc reports as its ``TOP`` (nvcc may be a wrapper script outside the toolkit)."""
+    candidates = [Path(os.environ[v]) for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
+    candidates.append(Path(nvcc).resolve().parent.parent)
+    for root in candidates:
+        if _has_headers(root):
+            return root
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "probe.cu"
+        probe.write_text("")
+        try:
+            out = subprocess.run([nvcc, "--dryrun", "-c", str(probe)], capture_output=True, text=True, timeout=60)
+            for line in (out.stdout + out.stderr).splitlines():
+                if "TOP=" in line:
+                    root = Path(line.split("TOP=", 1)[1].strip().strip('"')).resolve()
+                    if _has_headers(root):
+                        return root
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return Path("/usr/local/cuda")
 
 
 def cuda_library_dir(home: Path) -> Path:
@@ -109,7 +134,7 @@ def kernel_build_config(root: Path) -> dict:
         cuda = Pybind11Extension(
             "sd4match_sdk._kernels_cuda",
             sources=["kernels/python/bind_cuda.cpp", "kernels/src/common.cpp"],
-            include_dirs=include_dirs + [str(home / "include")],
+            include_dirs=include_dirs + [str(home / "include"), str(home / "targets" / "x86_64-linux" / "include")],
             define_macros=[("SD4M_WITH_CUDA", "1")],
             cxx_std=17,
             extra_compile_args=_host_flags(),

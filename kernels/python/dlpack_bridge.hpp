@@ -118,7 +118,7 @@ inline sd4m_ksa_args make_args(const py::object& source, const py::object& targe
     }
     args.source = parts[0].view;
     args.target = parts[1].view;
-    args.points = parts[2].view;  // data == NULL for dense mode
+    args.points = parts[2].view;  // ndim == 0 for dense mode
     args.coords = parts[3].view;
     args.scores = parts[4].view;
     args.sigma = sigma;

@@ -90,7 +90,7 @@ sd4m_status validate(const sd4m_ksa_args* args, Problem* problem) {
     p.h1 = b.shape[2];
     p.w1 = b.shape[3];
     p.dtype = a.dtype;
-    p.dense = args->points.data == nullptr;
+    p.dense = args->points.ndim == 0;
     if (p.dense) {
         p.queries = p.cells0();
     } else {
@@ -127,8 +127,9 @@ sd4m_status validate(const sd4m_ksa_args* args, Problem* problem) {
     p.sigma = args->sigma;
     p.beta = args->beta;
     if (!p.empty()) {
-        if (a.data == nullptr || b.data == nullptr || c.data == nullptr || s.data == nullptr) {
-            return invalid("source, target, coords and scores need data pointers");
+        if (a.data == nullptr || b.data == nullptr || c.data == nullptr || s.data == nullptr ||
+            (!p.dense && args->points.data == nullptr)) {
+            return invalid("source, target, points, coords and scores need data pointers");
         }
     }
     *problem = p;

@@ -9,7 +9,7 @@
  *   S' = S * exp(-||p - m||^2 / (2 sigma^2))        (p: integer cell centre (x, y))
  *   P  = softmax(S' / beta) over all cells
  *   coords = sum P * p  (x, y on B's grid)           score = max P (the peak probability)
- * Dense mode (points.data == NULL): every cell of A is a query, in row-major order (N = H0*W0).
+ * Dense mode (points.ndim == 0): every cell of A is a query, in row-major order (N = H0*W0).
  *
  * Tensors are plain pointers with shapes and strides counted in elements (any layout, negative
  * strides excepted). Feature maps are float32 or float16 (both maps the same dtype); points and
@@ -66,7 +66,7 @@ typedef struct sd4m_tensor {
 typedef struct sd4m_ksa_args {
     sd4m_tensor source; /* A: (B, C, H0, W0) raw source map, float32 or float16 */
     sd4m_tensor target; /* B: (B, C, H1, W1) raw target map, same dtype as source */
-    sd4m_tensor points; /* (B, N, 2) float32 query (x, y) on A's grid; data == NULL: dense mode */
+    sd4m_tensor points; /* (B, N, 2) float32 query (x, y) on A's grid; ndim == 0: dense mode */
     sd4m_tensor coords; /* out (B, N, 2) float32 expected (x, y) on B's grid */
     sd4m_tensor scores; /* out (B, N) float32 peak probability */
     float sigma;        /* Gaussian width in cells (7) */
