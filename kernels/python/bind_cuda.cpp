@@ -50,6 +50,7 @@ namespace py = pybind11;
 PYBIND11_MODULE(SD4M_PY_MODULE_NAME, m) {
     m.doc() = "Fused correlation + Kernel-Soft-Argmax on CUDA devices (see docs/kernels.md)";
     m.attr("VERSION") = py::make_tuple(SD4M_VERSION_MAJOR, SD4M_VERSION_MINOR);
+    m.attr("FP32_MATH") = int(SD4M_KSA_FP32_MATH);
 #ifdef SD4M_CUDA_EMULATION
     m.attr("EMULATED") = true;
 #else
@@ -58,23 +59,26 @@ PYBIND11_MODULE(SD4M_PY_MODULE_NAME, m) {
     m.def(
         "workspace_bytes",
         [](const py::object& source, const py::object& target, const py::object& points, const py::object& coords,
-           const py::object& scores, float sigma, float beta) {
-            const sd4m_ksa_args args =
+           const py::object& scores, float sigma, float beta, int32_t flags) {
+            sd4m_ksa_args args =
                 sd4m_py::make_args(source, target, points, coords, scores, sigma, beta, kDevice, nullptr);
+            args.flags = flags;
             const sd4m_status status = sd4m_ksa_check(&args);
             sd4m_py::raise_status(status);
             return sd4m_ksa_cuda_workspace_bytes(&args);
         },
         py::arg("source"), py::arg("target"), py::arg("points"), py::arg("coords"), py::arg("scores"),
-        py::arg("sigma"), py::arg("beta"), "Device scratch bytes that kernel_soft_argmax needs for these tensors.");
+        py::arg("sigma"), py::arg("beta"), py::arg("flags") = 0,
+        "Device scratch bytes that kernel_soft_argmax needs for these tensors.");
     m.def(
         "kernel_soft_argmax",
         [](const py::object& source, const py::object& target, const py::object& points, const py::object& coords,
            const py::object& scores, float sigma, float beta, std::uintptr_t stream, std::uintptr_t workspace,
-           std::size_t workspace_bytes) {
+           std::size_t workspace_bytes, int32_t flags) {
             int32_t device = 0;
-            const sd4m_ksa_args args =
+            sd4m_ksa_args args =
                 sd4m_py::make_args(source, target, points, coords, scores, sigma, beta, kDevice, &device);
+            args.flags = flags;
             sd4m_status status;
             {
                 py::gil_scoped_release release;
@@ -86,7 +90,7 @@ PYBIND11_MODULE(SD4M_PY_MODULE_NAME, m) {
         },
         py::arg("source"), py::arg("target"), py::arg("points"), py::arg("coords"), py::arg("scores"),
         py::arg("sigma"), py::arg("beta"), py::arg("stream") = 0, py::arg("workspace") = 0,
-        py::arg("workspace_bytes") = 0,
+        py::arg("workspace_bytes") = 0, py::arg("flags") = 0,
         "Enqueues the kernel on `stream` (a cudaStream_t as int; 0 = legacy default). workspace=0 lets the call "
         "allocate its scratch (stream-ordered).");
 }

@@ -126,6 +126,8 @@ sd4m_status validate(const sd4m_ksa_args* args, Problem* problem) {
     }
     p.sigma = args->sigma;
     p.beta = args->beta;
+    if (args->flags & ~int32_t(SD4M_KSA_FP32_MATH)) return invalid("unknown bits in flags");
+    p.flags = args->flags;
     if (!p.empty()) {
         if (a.data == nullptr || b.data == nullptr || c.data == nullptr || s.data == nullptr ||
             (!p.dense && args->points.data == nullptr)) {

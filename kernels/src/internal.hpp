@@ -24,6 +24,7 @@ struct Problem {
     sd4m_dtype dtype = SD4M_FLOAT32;
     float sigma = 7.0f;
     float beta = 0.04f;
+    int32_t flags = 0;
 
     int64_t cells0() const { return h0 * w0; }
     int64_t cells1() const { return h1 * w1; }

@@ -92,7 +92,7 @@ struct MapArgs {
 
 //! dst[b][cell][c] = src[b, c, cell] (zero past `cells` and `channels`) and the inverse norms.
 //! Block (32, 8): 32 cells x all channels, through a 32x32 shared tile.
-template <typename T>
+template <typename In, typename T>
 __global__ void __launch_bounds__(256) pack_cells_kernel(MapArgs src, int cells_pad, int channels_pad, T* dst,
                                                           float* inv_norm) {
     SD4M_DYNAMIC_SMEM(smem);
@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(256) pack_cells_kernel(MapArgs src, int cells_
     const int j = cell0 + tx;
     const bool valid = j < src.cells;
     const int64_t offset = valid ? b * src.stride_b + (j / src.width) * src.stride_h + (j % src.width) * src.stride_w : 0;
-    const T* in = static_cast<const T*>(src.data);
+    const In* in = static_cast<const In*>(src.data);
     float sum_sq = 0.0f;
     for (int c0 = 0; c0 < channels_pad; c0 += 32) {
         for (int k = ty; k < 32; k += 8) {
@@ -135,7 +135,7 @@ struct PointArgs {
 
 //! dst[b][n][c] = bilinear sample of src at point n (align-corners, zero padding) and 1/(|q|+eps).
 //! One block of 256 threads per (query, batch).
-template <typename T>
+template <typename In, typename T>
 __global__ void __launch_bounds__(256) sample_points_kernel(MapArgs src, int height, PointArgs pts, int queries_pad,
                                                              int channels_pad, T* dst, float* inv_norm) {
     SD4M_DYNAMIC_SMEM(smem);
@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(256) sample_points_kernel(MapArgs src, int hei
             offset[i] = b * src.stride_b + int64_t(corner_y[i]) * src.stride_h + int64_t(corner_x[i]) * src.stride_w;
         }
     }
-    const T* in = static_cast<const T*>(src.data);
+    const In* in = static_cast<const In*>(src.data);
     float sum_sq = 0.0f;
     for (int c = threadIdx.x; c < channels_pad; c += blockDim.x) {
         float v = 0.0f;
@@ -521,13 +521,13 @@ struct Layout {
     size_t q, t, inv_q, inv_t, peak, part, total;  // byte offsets into the workspace
 };
 
-Layout make_layout(const Problem& pb) {
+//! `element`: bytes per GEMM operand (2 for the tensor-core path, 4 for fp32 math).
+Layout make_layout(const Problem& pb, size_t element) {
     Layout l;
     l.queries_pad = round_up(pb.queries, kBM);
     l.cells_pad = round_up(pb.cells1(), kBN);
     l.channels_pad = round_up(pb.channels, kChannelAlign);
     l.tiles = int(l.cells_pad / kBN);
-    const size_t element = pb.dtype == SD4M_FLOAT16 ? 2 : 4;
     const size_t batch = size_t(pb.batch);
     size_t at = 0;
     l.q = at;
@@ -570,9 +570,10 @@ MapArgs map_args(const sd4m_tensor& t) {
     return m;
 }
 
-template <typename T>
+//! In: the maps' element type; T: the GEMM operand type (__half: tensor cores, float: FMA).
+template <typename In, typename T>
 sd4m_status run(const sd4m_ksa_args& args, const Problem& pb, cudaStream_t stream, unsigned char* ws) {
-    const Layout l = make_layout(pb);
+    const Layout l = make_layout(pb, sizeof(T));
     T* qp = reinterpret_cast<T*>(ws + l.q);
     T* tp = reinterpret_cast<T*>(ws + l.t);
     float* inv_q = reinterpret_cast<float*>(ws + l.inv_q);
@@ -585,7 +586,7 @@ sd4m_status run(const sd4m_ksa_args& args, const Problem& pb, cudaStream_t strea
     // Pack the targets, then the queries.
     const MapArgs target = map_args(args.target);
     const MapArgs source = map_args(args.source);
-    auto* pack = &pack_cells_kernel<T>;
+    auto* pack = &pack_cells_kernel<In, T>;
     SD4M_LAUNCH(pack, dim3(unsigned(l.cells_pad / 32), unsigned(batch)), dim3(32, 8), pack_smem, stream, target,
                 int(l.cells_pad), int(l.channels_pad), tp, inv_t);
     SD4M_CUDA_CHECK(cudaGetLastError(), "pack_cells_kernel (targets)");
@@ -600,7 +601,7 @@ sd4m_status run(const sd4m_ksa_args& args, const Problem& pb, cudaStream_t strea
         pts.stride_n = args.points.strides[1];
         pts.stride_xy = args.points.strides[2];
         pts.count = int(pb.queries);
-        auto* sample = &sample_points_kernel<T>;
+        auto* sample = &sample_points_kernel<In, T>;
         SD4M_LAUNCH(sample, dim3(unsigned(l.queries_pad), unsigned(batch)), dim3(256), 8 * sizeof(float), stream,
                     source, int(pb.h0), pts, int(l.queries_pad), int(l.channels_pad), qp, inv_q);
         SD4M_CUDA_CHECK(cudaGetLastError(), "sample_points_kernel");
@@ -661,10 +662,23 @@ sd4m_status run(const sd4m_ksa_args& args, const Problem& pb, cudaStream_t strea
 
 extern "C" {
 
+namespace {
+bool tensor_cores(const sd4m::Problem& problem) {
+    return problem.dtype == SD4M_FLOAT16 && !(problem.flags & SD4M_KSA_FP32_MATH);
+}
+
+sd4m_status dispatch(const sd4m_ksa_args& args, const sd4m::Problem& problem, cudaStream_t stream, unsigned char* ws) {
+    using namespace sd4m::cuda_ksa;
+    if (problem.dtype == SD4M_FLOAT32) return run<float, float>(args, problem, stream, ws);
+    if (tensor_cores(problem)) return run<__half, __half>(args, problem, stream, ws);
+    return run<__half, float>(args, problem, stream, ws);
+}
+}  // namespace
+
 size_t sd4m_ksa_cuda_workspace_bytes(const sd4m_ksa_args* args) {
     sd4m::Problem problem;
     if (sd4m::validate(args, &problem) != SD4M_OK || problem.empty()) return 0;
-    return sd4m::cuda_ksa::make_layout(problem).total;
+    return sd4m::cuda_ksa::make_layout(problem, tensor_cores(problem) ? 2 : 4).total;
 }
 
 sd4m_status sd4m_ksa_cuda(const sd4m_ksa_args* args, void* stream_handle, void* workspace, size_t workspace_bytes) {
@@ -672,42 +686,36 @@ sd4m_status sd4m_ksa_cuda(const sd4m_ksa_args* args, void* stream_handle, void* 
     sd4m::Problem problem;
     sd4m_status status = sd4m::validate(args, &problem);
     if (status != SD4M_OK || problem.empty()) return status;
-    const Layout layout = make_layout(problem);
+    const Layout layout = make_layout(problem, tensor_cores(problem) ? 2 : 4);
     if (layout.tiles > 65535 || layout.cells_pad > INT_MAX || layout.queries_pad > INT_MAX) {
         sd4m::set_error("too many target cells or queries for the CUDA kernel's grid (at most 65535 * 128 cells)");
         return SD4M_ERR_INVALID_ARGUMENT;
     }
     cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
-    unsigned char* ws = static_cast<unsigned char*>(workspace);
-    bool owned = false;
-    if (ws == nullptr) {
-        void* allocated = nullptr;
-        cudaError_t error = cudaMallocAsync(&allocated, layout.total, stream);
-        if (error != cudaSuccess) {
-            (void)cudaGetLastError();  // e.g. no stream-ordered allocator: plain cudaMalloc
-            error = cudaMalloc(&allocated, layout.total);
-            if (error != cudaSuccess) {
-                (void)cudaGetLastError();
-                sd4m::set_error(std::string("cannot allocate the CUDA workspace: ") + cudaGetErrorString(error));
-                return SD4M_ERR_OUT_OF_MEMORY;
-            }
-            owned = true;
-            status = problem.dtype == SD4M_FLOAT16 ? run<__half>(*args, problem, stream, static_cast<unsigned char*>(allocated))
-                                                   : run<float>(*args, problem, stream, static_cast<unsigned char*>(allocated));
-            cudaStreamSynchronize(stream);  // cudaFree is not stream-ordered
-            cudaFree(allocated);
-            return status;
+    if (workspace != nullptr) {
+        if (workspace_bytes < layout.total || reinterpret_cast<uintptr_t>(workspace) % 256 != 0) {
+            sd4m::set_error("the workspace must be 256-byte aligned and hold sd4m_ksa_cuda_workspace_bytes() bytes (" +
+                            std::to_string(layout.total) + ")");
+            return SD4M_ERR_INVALID_ARGUMENT;
         }
-        ws = static_cast<unsigned char*>(allocated);
-        owned = true;
-    } else if (workspace_bytes < layout.total || reinterpret_cast<uintptr_t>(workspace) % 256 != 0) {
-        sd4m::set_error("the workspace must be 256-byte aligned and hold sd4m_ksa_cuda_workspace_bytes() bytes (" +
-                        std::to_string(layout.total) + ")");
-        return SD4M_ERR_INVALID_ARGUMENT;
+        return dispatch(*args, problem, stream, static_cast<unsigned char*>(workspace));
     }
-    status = problem.dtype == SD4M_FLOAT16 ? run<__half>(*args, problem, stream, ws)
-                                           : run<float>(*args, problem, stream, ws);
-    if (owned) cudaFreeAsync(ws, stream);
+    void* allocated = nullptr;
+    if (cudaMallocAsync(&allocated, layout.total, stream) == cudaSuccess) {
+        status = dispatch(*args, problem, stream, static_cast<unsigned char*>(allocated));
+        cudaFreeAsync(allocated, stream);  // stream-ordered: after the kernels that use it
+        return status;
+    }
+    (void)cudaGetLastError();  // no stream-ordered allocator here: plain cudaMalloc
+    const cudaError_t error = cudaMalloc(&allocated, layout.total);
+    if (error != cudaSuccess) {
+        (void)cudaGetLastError();
+        sd4m::set_error(std::string("cannot allocate the CUDA workspace: ") + cudaGetErrorString(error));
+        return SD4M_ERR_OUT_OF_MEMORY;
+    }
+    status = dispatch(*args, problem, stream, static_cast<unsigned char*>(allocated));
+    cudaStreamSynchronize(stream);  // cudaFree is not stream-ordered
+    cudaFree(allocated);
     return status;
 }
 

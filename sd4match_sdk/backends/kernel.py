@@ -104,6 +104,7 @@ def kernel_soft_argmax(
     sigma: float = 7.0,
     beta: float = 0.04,
     num_threads: int = 0,
+    fp32_math: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Fused cosine similarity + Kernel-Soft-Argmax on the compiled kernel.
 
@@ -116,6 +117,8 @@ def kernel_soft_argmax(
         sigma: Gaussian width in cells.
         beta: softmax temperature.
         num_threads: CPU threads (``0``: all hardware threads); ignored on CUDA.
+        fp32_math: CUDA with float16 maps: correlate with float32 FMA instead of the tensor cores
+            (slower; the CPU always computes in float32).
 
     Returns:
         ``(B, N, 2)`` float32 expected ``(x, y)`` on the target grid and ``(B, N)`` float32 scores
@@ -148,10 +151,11 @@ def kernel_soft_argmax(
         return coords, scores
     with torch.cuda.device(device):
         # Scratch from torch's caching allocator, on torch's current stream.
-        nbytes = module.workspace_bytes(*capsules(), float(sigma), float(beta))
+        flags = module.FP32_MATH if fp32_math else 0
+        nbytes = module.workspace_bytes(*capsules(), float(sigma), float(beta), flags)
         workspace = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=device)
         stream = torch.cuda.current_stream(device).cuda_stream
-        module.kernel_soft_argmax(*capsules(), float(sigma), float(beta), stream, workspace.data_ptr(), nbytes)
+        module.kernel_soft_argmax(*capsules(), float(sigma), float(beta), stream, workspace.data_ptr(), nbytes, flags)
     return coords, scores
 
 

@@ -97,23 +97,25 @@ RUNNERS = ["cpu", "cuda", "cuda_emulated"]
 
 @pytest.fixture(params=RUNNERS)
 def runner(request):
-    """``run(source, target, points, sigma=7, beta=0.04) -> (coords, scores)`` on CPU tensors."""
+    """``run(source, target, points, sigma=7, beta=0.04, flags=0) -> (coords, scores)`` on CPU tensors.
+
+    ``flags`` are the C API's SD4M_KSA_* bits (CUDA only; the CPU ignores them)."""
     kind = request.param
     if kind == "cpu":
         module = request.getfixturevalue("cpu_module")
 
-        def run(source, target, points, sigma=7.0, beta=0.04):
+        def run(source, target, points, sigma=7.0, beta=0.04, flags=0):
             return call_module(module, source, target, points, 0, sigma=sigma, beta=beta)
 
     elif kind == "cuda":
         module = request.getfixturevalue("cuda_module")
 
-        def run(source, target, points, sigma=7.0, beta=0.04):
+        def run(source, target, points, sigma=7.0, beta=0.04, flags=0):
             dev = torch.device("cuda")
             pts = None if points is None else points.to(dev)
             stream = torch.cuda.current_stream().cuda_stream
             coords, scores = call_module(
-                module, source.to(dev), target.to(dev), pts, stream, sigma=sigma, beta=beta
+                module, source.to(dev), target.to(dev), pts, stream, 0, 0, flags, sigma=sigma, beta=beta
             )
             torch.cuda.synchronize()
             return coords.cpu(), scores.cpu()
@@ -121,8 +123,8 @@ def runner(request):
     else:
         module = request.getfixturevalue("emulated_cuda_module")
 
-        def run(source, target, points, sigma=7.0, beta=0.04):
-            return call_module(module, source, target, points, 0, sigma=sigma, beta=beta)
+        def run(source, target, points, sigma=7.0, beta=0.04, flags=0):
+            return call_module(module, source, target, points, 0, 0, 0, flags, sigma=sigma, beta=beta)
 
     run.kind = kind
     return run

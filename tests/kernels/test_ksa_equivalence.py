@@ -30,8 +30,11 @@ MAPS = {"random": random_maps, "smooth": smooth_maps}
 TOL = {torch.float32: FP32_TOL, torch.float16: FP16_TOL}
 
 
-def _check(runner, source, target, points, tol, sigma=7.0, beta=0.04, dense=False):
-    coords, scores = runner(source, target, None if dense else points, sigma, beta)
+FP32_MATH = 1  # SD4M_KSA_FP32_MATH
+
+
+def _check(runner, source, target, points, tol, sigma=7.0, beta=0.04, dense=False, flags=0):
+    coords, scores = runner(source, target, None if dense else points, sigma, beta, flags)
     ref_coords, ref_scores = reference(source, target, points, sigma, beta)
     assert_close_to_reference(coords, scores, ref_coords, ref_scores, decisive(source, target, points), tol)
 
@@ -64,6 +67,14 @@ def test_dense_matches_reference(runner, kind, b, c, hw0, hw1, dtype):
     source, target = MAPS[kind](b, c, hw0, hw1, seed=7)
     source, target = source.to(dtype), target.to(dtype)
     _check(runner, source, target, dense_points(b, hw0), TOL[dtype], dense=True)
+
+
+def test_fp16_maps_with_fp32_math(runner):
+    """The SD4M_KSA_FP32_MATH flag: float16 maps correlated with FMA instead of tensor cores."""
+    source, target = smooth_maps(2, 40, (13, 11), (12, 14), seed=9)
+    source, target = source.half(), target.half()
+    _check(runner, source, target, query_points(2, 30, (13, 11), seed=9), FP16_TOL, flags=FP32_MATH)
+    _check(runner, source, target, dense_points(2, (13, 11)), FP16_TOL, dense=True, flags=FP32_MATH)
 
 
 def test_realistic_size_matches_reference(runner):

@@ -53,6 +53,13 @@ typedef enum sd4m_status {
 
 typedef enum sd4m_dtype { SD4M_FLOAT32 = 0, SD4M_FLOAT16 = 1 } sd4m_dtype;
 
+/** Bits of sd4m_ksa_args.flags. */
+enum {
+    /** CUDA, float16 maps: correlate with fp32 FMA instead of the tensor cores (slower; sparse
+     *  query samples are not rounded to float16). The CPU always computes in float32. */
+    SD4M_KSA_FP32_MATH = 1
+};
+
 /** A strided view of up to 4 dimensions; strides are in elements, not bytes. */
 typedef struct sd4m_tensor {
     void* data;
@@ -71,6 +78,7 @@ typedef struct sd4m_ksa_args {
     sd4m_tensor scores; /* out (B, N) float32 peak probability */
     float sigma;        /* Gaussian width in cells (7) */
     float beta;         /* softmax temperature (0.04) */
+    int32_t flags;      /* SD4M_KSA_* bits; 0 for the defaults */
 } sd4m_ksa_args;
 
 /** A view of a contiguous (row-major) array; strides are filled in. */
