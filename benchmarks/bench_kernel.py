@@ -27,15 +27,38 @@ import platform
 import statistics
 import sys
 import time
+import types
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from sd4match_sdk.backends import kernel  # noqa: E402
-from sd4match_sdk.config import MatchConfig  # noqa: E402
-from sd4match_sdk.ops import matching  # noqa: E402
+
+def import_matching_modules():
+    """``(kernel, matching, MatchConfig)`` from the SDK.
+
+    A bare GPU box may lack the SDK's other dependencies (pillow, diffusers, ...), which the package
+    ``__init__`` files import; the matching modules need only torch. If the normal import fails,
+    the two package ``__init__`` files are skipped and only the matching modules are loaded.
+    """
+    try:
+        import sd4match_sdk.backends  # noqa: F401
+    except ImportError as exc:
+        print(f"note: `import sd4match_sdk` failed ({exc}); loading only the matching modules", file=sys.stderr)
+        for name in ("sd4match_sdk", "sd4match_sdk.backends"):
+            stub = types.ModuleType(name)
+            stub.__path__ = [str(ROOT / name.replace(".", "/"))]
+            sys.modules[name] = stub
+    from sd4match_sdk.backends import kernel
+    from sd4match_sdk.config import MatchConfig
+    from sd4match_sdk.ops import matching
+
+    return kernel, matching, MatchConfig
+
+
+kernel, matching, MatchConfig = import_matching_modules()
 
 #: (memory TB/s, fp16 dense tensor TFLOP/s, fp32 FMA TFLOP/s) by device-name fragment (datasheets).
 PEAKS = {
