@@ -191,16 +191,32 @@ __global__ void __launch_bounds__(256) sample_points_kernel(MapArgs src, int hei
 // ------------------------------------------------------------------------------------------
 // The tile GEMM: S[128 queries][128 cells] = Q . T^T over all channels, into shared memory.
 
-//! Copies rows [0, 128) x channels [k0, k0 + kBK) of a [row][ld] matrix into a [128][kLd] tile.
+//! Which 16-byte chunks of a [128 rows][kBK] operand tile this thread copies: the same offsets
+//! for both operands and every channel step, so they are computed once per block.
 template <typename T>
-__device__ __forceinline__ void load_tile_async(T* tile, const T* rows, int64_t ld) {
-    constexpr int kChunk = 16 / sizeof(T);  // elements per 16-byte copy
-    constexpr int kChunksPerRow = Operand<T>::kBK / kChunk;
-    for (int c = threadIdx.x; c < 128 * kChunksPerRow; c += kThreads) {
-        const int row = c / kChunksPerRow, col = (c % kChunksPerRow) * kChunk;
-        __pipeline_memcpy_async(tile + row * Operand<T>::kLd + col, rows + row * ld + col, 16);
+struct CopyPlan {
+    static constexpr int kChunk = 16 / sizeof(T);  // elements per 16-byte copy
+    static constexpr int kChunksPerRow = Operand<T>::kBK / kChunk;
+    static constexpr int kCopies = 128 * kChunksPerRow / kThreads;  // per thread and operand
+    static_assert(128 * kChunksPerRow % kThreads == 0, "every thread copies the same number of chunks");
+    int smem[kCopies];
+    int64_t gmem[kCopies];
+
+    __device__ __forceinline__ explicit CopyPlan(int64_t ld) {
+#pragma unroll
+        for (int i = 0; i < kCopies; ++i) {
+            const int c = threadIdx.x + i * kThreads;
+            const int row = c / kChunksPerRow, col = (c % kChunksPerRow) * kChunk;
+            smem[i] = row * Operand<T>::kLd + col;
+            gmem[i] = row * ld + col;
+        }
     }
-}
+    //! Copies rows [0, 128) x channels [k0, k0 + kBK) of a [row][ld] matrix into a [128][kLd] tile.
+    __device__ __forceinline__ void issue(T* tile, const T* rows, int64_t k0) const {
+#pragma unroll
+        for (int i = 0; i < kCopies; ++i) __pipeline_memcpy_async(tile + smem[i], rows + k0 + gmem[i], 16);
+    }
+};
 
 //! fp16 tile on tensor cores: 8 warps as 2 (queries) x 4 (cells), 64 x 32 outputs per warp.
 struct WmmaTile {
@@ -301,12 +317,13 @@ __device__ __forceinline__ void gemm_tile(const T* q, const T* t, int64_t ld, in
     constexpr int kBK = Operand<T>::kBK;
     typename TileFor<T>::type tile;
     tile.init();
+    const CopyPlan<T> plan(ld);
 #pragma unroll
     for (int stage = 0; stage < kStages - 1; ++stage) {
         if (stage < k_tiles) {
             T* dst = pipe + stage * Smem<T>::kStageElems;
-            load_tile_async<T>(dst, q + stage * kBK, ld);
-            load_tile_async<T>(dst + Smem<T>::kTileElems, t + stage * kBK, ld);
+            plan.issue(dst, q, int64_t(stage) * kBK);
+            plan.issue(dst + Smem<T>::kTileElems, t, int64_t(stage) * kBK);
         }
         __pipeline_commit();
     }
@@ -316,8 +333,8 @@ __device__ __forceinline__ void gemm_tile(const T* q, const T* t, int64_t ld, in
         const int next = kt + kStages - 1;
         if (next < k_tiles) {
             T* dst = pipe + (next % kStages) * Smem<T>::kStageElems;
-            load_tile_async<T>(dst, q + int64_t(next) * kBK, ld);
-            load_tile_async<T>(dst + Smem<T>::kTileElems, t + int64_t(next) * kBK, ld);
+            plan.issue(dst, q, int64_t(next) * kBK);
+            plan.issue(dst + Smem<T>::kTileElems, t, int64_t(next) * kBK);
         }
         __pipeline_commit();
         const T* cur = pipe + (kt % kStages) * Smem<T>::kStageElems;
