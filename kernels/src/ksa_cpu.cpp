@@ -139,11 +139,10 @@ struct MapView {
     }
 };
 
-//! Target panels: panels[((b * P + p) * C + c) * NR + r] = T[b, c, cell p*NR + r] (0 past M).
-void pack_target_panel(const MapView& t, int64_t b, int64_t p, int64_t C, int64_t M, int64_t P, float* panels,
-                       float* inv_norm) {
+//! One target panel: dst[c * NR + r] = T[b, c, cell p*NR + r] (0 past M); its cells' inverse
+//! norms go to inv_norm[p*NR + r] (0 past M).
+void pack_target_panel(const MapView& t, int64_t b, int64_t p, int64_t C, int64_t M, float* dst, float* inv_norm) {
     float sum_sq[NR] = {0};
-    float* dst = panels + (b * P + p) * C * NR;
     const int64_t j0 = p * NR;
     const int valid = static_cast<int>(std::min<int64_t>(NR, M - j0));
     if (t.contiguous_cells && t.dtype == SD4M_FLOAT32 && valid == NR) {
@@ -165,7 +164,7 @@ void pack_target_panel(const MapView& t, int64_t b, int64_t p, int64_t C, int64_
         }
     }
     for (int r = 0; r < NR; ++r) {
-        inv_norm[b * P * NR + j0 + r] = r < valid ? 1.0f / (std::sqrt(sum_sq[r]) + SD4M_L2_EPS) : 0.0f;
+        inv_norm[j0 + r] = r < valid ? 1.0f / (std::sqrt(sum_sq[r]) + SD4M_L2_EPS) : 0.0f;
     }
 }
 
@@ -199,8 +198,8 @@ void sample_descriptor(const MapView& a, int64_t b, int64_t C, int64_t h, int64_
     *inv_norm = 1.0f / (std::sqrt(sum_sq) + SD4M_L2_EPS);
 }
 
-//! Inverse norms of every cell of A (dense queries), cells [j0, j1) of batch b.
-void source_cell_norms(const MapView& a, int64_t b, int64_t C, int64_t j0, int64_t j1, float* inv_norm) {
+//! Inverse norms of cells [j0, j1) of batch b of a map (dense queries; unpacked targets).
+void cell_norms(const MapView& a, int64_t b, int64_t C, int64_t j0, int64_t j1, float* inv_norm) {
     std::vector<float> sum_sq(static_cast<size_t>(j1 - j0), 0.0f);
     for (int64_t c = 0; c < C; ++c) {
         if (a.contiguous_cells && a.dtype == SD4M_FLOAT32) {
@@ -223,9 +222,12 @@ struct GemmArgs {
     int kc;            // channels in this block
     int mr_panels;     // micro-panels of MR queries with at least one real query
     const float* ap;   // packed queries: [mr_panel][k][MR]
-    const float* tp;   // first panel of this block: [panel][C][NR], offset by k0 * NR
-    int64_t tp_panel_stride;  // C * NR
+    const float* tp;   // panel 0 at channel k0; panel p starts at tp + p * tp_panel_stride
+    int64_t tp_panel_stride;  // packed: C * NR; unpacked map: NR
+    int64_t ldt;              // floats between channels: packed NR; unpacked: the map's channel stride
+    const float* tail;        // unpacked map with M % NR != 0: the last panel, packed, at channel k0
     int64_t p0, p1;    // panels [p0, p1)
+    int64_t p_last;    // index of the last panel (where `tail` applies)
     float* s;          // row buffer of the unit (QB x lds), column p*NR of panel p
     int64_t lds;
     bool accumulate;   // add to s (later channel blocks) instead of overwriting it
@@ -310,7 +312,7 @@ SD4M_ALWAYS_INLINE typename Vec<W>::type exp_nonpositive(typename Vec<W>::type x
 
 //! S[i, j] (+)= sum_k ap[k][i] * tp[k][j] for an MR x NR tile.
 template <int MR, int W>
-SD4M_ALWAYS_INLINE void micro_kernel(int kc, const float* __restrict__ ap, const float* __restrict__ tp,
+SD4M_ALWAYS_INLINE void micro_kernel(int kc, const float* __restrict__ ap, const float* __restrict__ tp, int64_t ldt,
                                      float* __restrict__ s, int64_t lds, bool accumulate) {
     typedef typename Vec<W>::type V;
     constexpr int NV = NR / W;
@@ -323,7 +325,7 @@ SD4M_ALWAYS_INLINE void micro_kernel(int kc, const float* __restrict__ ap, const
     for (int k = 0; k < kc; ++k) {
         V t[NV];
 #pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v) t[v] = load<W>(tp + k * NR + v * W);
+        for (int v = 0; v < NV; ++v) t[v] = load<W>(tp + k * ldt + v * W);
 #pragma GCC unroll 32
         for (int i = 0; i < MR; ++i) {
             const float q = ap[k * MR + i];
@@ -341,10 +343,12 @@ SD4M_ALWAYS_INLINE void micro_kernel(int kc, const float* __restrict__ ap, const
 template <int MR, int W>
 SD4M_ALWAYS_INLINE void gemm_block(const GemmArgs& g) {
     for (int64_t p = g.p0; p < g.p1; ++p) {
-        const float* tp = g.tp + p * g.tp_panel_stride;
+        const bool tail = g.tail != nullptr && p == g.p_last;
+        const float* tp = tail ? g.tail : g.tp + p * g.tp_panel_stride;
+        const int64_t ldt = tail ? NR : g.ldt;
         for (int mp = 0; mp < g.mr_panels; ++mp) {
-            micro_kernel<MR, W>(g.kc, g.ap + static_cast<int64_t>(mp) * g.kc * MR, tp, g.s + mp * MR * g.lds + p * NR,
-                                g.lds, g.accumulate);
+            micro_kernel<MR, W>(g.kc, g.ap + static_cast<int64_t>(mp) * g.kc * MR, tp, ldt,
+                                g.s + mp * MR * g.lds + p * NR, g.lds, g.accumulate);
         }
     }
 }
@@ -407,7 +411,9 @@ SD4M_ALWAYS_INLINE void row_epilogue(const RowArgs& a) {
 // Scalar versions for compilers without vector extensions.
 void gemm_block_scalar(const GemmArgs& g, int mr) {
     for (int64_t p = g.p0; p < g.p1; ++p) {
-        const float* tp = g.tp + p * g.tp_panel_stride;
+        const bool tail = g.tail != nullptr && p == g.p_last;
+        const float* tp = tail ? g.tail : g.tp + p * g.tp_panel_stride;
+        const int64_t ldt = tail ? NR : g.ldt;
         for (int mp = 0; mp < g.mr_panels; ++mp) {
             const float* ap = g.ap + static_cast<int64_t>(mp) * g.kc * mr;
             for (int i = 0; i < mr; ++i) {
@@ -416,7 +422,7 @@ void gemm_block_scalar(const GemmArgs& g, int mr) {
                 for (int r = 0; r < NR; ++r) acc[r] = g.accumulate ? s[r] : 0.0f;
                 for (int k = 0; k < g.kc; ++k) {
                     const float q = ap[k * mr + i];
-                    for (int r = 0; r < NR; ++r) acc[r] += q * tp[k * NR + r];
+                    for (int r = 0; r < NR; ++r) acc[r] += q * tp[k * ldt + r];
                 }
                 for (int r = 0; r < NR; ++r) s[r] = acc[r];
             }
@@ -514,10 +520,17 @@ sd4m_status run(const sd4m_ksa_args& args, const Problem& pb, int num_threads) {
     // Fewer units than threads (sparse queries): split each unit's cells over the threads too.
     const int64_t splits = std::min<int64_t>(P, std::max<int64_t>(1, (2 * threads + round_units - 1) / round_units));
     const int64_t rounds = (units + round_units - 1) / round_units;
+    // Few query units per map (sparse queries): read an fp32 target with contiguous cells in place
+    // instead of packing it; packing writes and rereads the whole map, most of a sparse call's work.
+    // Only a last, partial panel is packed then (reading past its end would leave the map).
+    const bool direct = target.contiguous_cells && target.dtype == SD4M_FLOAT32 && units_per_batch <= 2;
+    const bool tail = direct && M % NR != 0;
+    const int64_t full_cells = tail ? (P - 1) * NR : M;  // cells whose norms come from cell_norms (direct)
+    const int64_t norm_chunks = (full_cells + 255) / 256;
 
-    std::vector<float> panels, inv_t, cell_x, cell_y, inv_q, descriptors, rows, packed_queries;
+    std::vector<float> panels, inv_t, cell_x, cell_y, inv_q, descriptors, rows;
     try {
-        panels.resize(static_cast<size_t>(B * P * C * NR));
+        panels.resize(static_cast<size_t>(direct ? (tail ? B * C * NR : 0) : B * P * C * NR));
         inv_t.resize(static_cast<size_t>(B * Mpad));
         cell_x.resize(static_cast<size_t>(Mpad));
         cell_y.resize(static_cast<size_t>(Mpad));
@@ -545,7 +558,8 @@ sd4m_status run(const sd4m_ksa_args& args, const Problem& pb, int num_threads) {
     // Work counts per phase; every phase hands out items through one atomic counter.
     const int64_t query_chunk = 64;
     const int64_t query_items = pb.dense ? B * ((pb.cells0() + 255) / 256) : B * ((N + query_chunk - 1) / query_chunk);
-    const int64_t pack_items = B * P + query_items;
+    const int64_t target_items = direct ? B * norm_chunks + (tail ? B : 0) : B * P;
+    const int64_t pack_items = target_items + query_items;
     std::vector<std::atomic<int64_t>> counters(static_cast<size_t>(1 + 2 * rounds));
     for (auto& c : counters) c.store(0);
 
@@ -562,14 +576,21 @@ sd4m_status run(const sd4m_ksa_args& args, const Problem& pb, int num_threads) {
     run_team(team_wanted, [&](int tid, int, Barrier& barrier) {
         // Phase 0: target panels and norms; query descriptors and norms.
         for (int64_t item; (item = counters[0].fetch_add(1)) < pack_items;) {
-            if (item < B * P) {
-                pack_target_panel(target, item / P, item % P, C, M, P, panels.data(), inv_t.data());
+            if (item < target_items && !direct) {
+                const int64_t b = item / P, p = item % P;
+                pack_target_panel(target, b, p, C, M, panels.data() + (b * P + p) * C * NR, inv_t.data() + b * Mpad);
+            } else if (item < B * norm_chunks) {  // direct: norms of the full panels' cells
+                const int64_t b = item / norm_chunks, j0 = (item % norm_chunks) * 256;
+                cell_norms(target, b, C, j0, std::min(j0 + 256, full_cells), inv_t.data() + b * Mpad);
+            } else if (item < target_items) {  // direct: the partial last panel, packed
+                const int64_t b = item - B * norm_chunks;
+                pack_target_panel(target, b, P - 1, C, M, panels.data() + b * C * NR, inv_t.data() + b * Mpad);
             } else if (pb.dense) {
-                const int64_t q = item - B * P, per_batch = (pb.cells0() + 255) / 256;
+                const int64_t q = item - target_items, per_batch = (pb.cells0() + 255) / 256;
                 const int64_t b = q / per_batch, j0 = (q % per_batch) * 256;
-                source_cell_norms(source, b, C, j0, std::min(j0 + 256, pb.cells0()), inv_q.data() + b * N);
+                cell_norms(source, b, C, j0, std::min(j0 + 256, pb.cells0()), inv_q.data() + b * N);
             } else {
-                const int64_t q = item - B * P, per_batch = (N + query_chunk - 1) / query_chunk;
+                const int64_t q = item - target_items, per_batch = (N + query_chunk - 1) / query_chunk;
                 const int64_t b = q / per_batch, n0 = (q % per_batch) * query_chunk;
                 for (int64_t n = n0; n < std::min(n0 + query_chunk, N); ++n) {
                     const float* pt = points + b * ps0 + n * ps1;
@@ -610,8 +631,18 @@ sd4m_status run(const sd4m_ksa_args& args, const Problem& pb, int num_threads) {
                     g.kc = kc;
                     g.mr_panels = mr_panels;
                     g.ap = ap;
-                    g.tp = panels.data() + b * P * C * NR + k0 * NR;
-                    g.tp_panel_stride = C * NR;
+                    if (direct) {
+                        g.tp = static_cast<const float*>(args.target.data) + b * target.stride_b + k0 * target.stride_c;
+                        g.tp_panel_stride = NR;
+                        g.ldt = target.stride_c;
+                        g.tail = tail ? panels.data() + b * C * NR + k0 * NR : nullptr;
+                    } else {
+                        g.tp = panels.data() + b * P * C * NR + k0 * NR;
+                        g.tp_panel_stride = C * NR;
+                        g.ldt = NR;
+                        g.tail = nullptr;
+                    }
+                    g.p_last = P - 1;
                     g.p0 = split * P / splits;
                     g.p1 = (split + 1) * P / splits;
                     g.s = s;
