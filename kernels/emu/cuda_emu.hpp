@@ -114,8 +114,11 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaS
         last_error = cudaErrorInvalidValue;  // as the runtime reports a bad launch configuration
         return;
     }
-    std::vector<unsigned char> shared(smem + 128);
-    unsigned char* base = shared.data() + (128 - reinterpret_cast<uintptr_t>(shared.data()) % 128) % 128;
+    // Exactly the requested bytes (rounded to the 128-byte alignment), so overruns hit the heap
+    // end (address sanitizer builds catch them).
+    std::unique_ptr<unsigned char, void (*)(void*)> shared(
+        static_cast<unsigned char*>(std::aligned_alloc(128, (smem + 127) / 128 * 128 + (smem ? 0 : 128))), std::free);
+    unsigned char* base = shared.get();
     BlockState state;
     state.slots.assign(threads, 0);
     std::barrier<> epoch(threads);

@@ -16,8 +16,10 @@
 #include <condition_variable>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <new>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -199,8 +201,10 @@ void sample_descriptor(const MapView& a, int64_t b, int64_t C, int64_t h, int64_
 }
 
 //! Inverse norms of cells [j0, j1) of batch b of a map (dense queries; unpacked targets).
+constexpr int64_t kNormChunk = 256;  // cells per cell_norms call
+
 void cell_norms(const MapView& a, int64_t b, int64_t C, int64_t j0, int64_t j1, float* inv_norm) {
-    std::vector<float> sum_sq(static_cast<size_t>(j1 - j0), 0.0f);
+    float sum_sq[kNormChunk] = {0};  // no allocation: this runs on worker threads
     for (int64_t c = 0; c < C; ++c) {
         if (a.contiguous_cells && a.dtype == SD4M_FLOAT32) {
             const float* row = static_cast<const float*>(a.data) + b * a.stride_b + c * a.stride_c;
@@ -526,7 +530,7 @@ sd4m_status run(const sd4m_ksa_args& args, const Problem& pb, int num_threads) {
     const bool direct = target.contiguous_cells && target.dtype == SD4M_FLOAT32 && units_per_batch <= 2;
     const bool tail = direct && M % NR != 0;
     const int64_t full_cells = tail ? (P - 1) * NR : M;  // cells whose norms come from cell_norms (direct)
-    const int64_t norm_chunks = (full_cells + 255) / 256;
+    const int64_t norm_chunks = (full_cells + kNormChunk - 1) / kNormChunk;
 
     std::vector<float> panels, inv_t, cell_x, cell_y, inv_q, descriptors, rows;
     try {
@@ -557,7 +561,7 @@ sd4m_status run(const sd4m_ksa_args& args, const Problem& pb, int num_threads) {
 
     // Work counts per phase; every phase hands out items through one atomic counter.
     const int64_t query_chunk = 64;
-    const int64_t query_items = pb.dense ? B * ((pb.cells0() + 255) / 256) : B * ((N + query_chunk - 1) / query_chunk);
+    const int64_t query_items = pb.dense ? B * ((pb.cells0() + kNormChunk - 1) / kNormChunk) : B * ((N + query_chunk - 1) / query_chunk);
     const int64_t target_items = direct ? B * norm_chunks + (tail ? B : 0) : B * P;
     const int64_t pack_items = target_items + query_items;
     std::vector<std::atomic<int64_t>> counters(static_cast<size_t>(1 + 2 * rounds));
@@ -580,15 +584,15 @@ sd4m_status run(const sd4m_ksa_args& args, const Problem& pb, int num_threads) {
                 const int64_t b = item / P, p = item % P;
                 pack_target_panel(target, b, p, C, M, panels.data() + (b * P + p) * C * NR, inv_t.data() + b * Mpad);
             } else if (item < B * norm_chunks) {  // direct: norms of the full panels' cells
-                const int64_t b = item / norm_chunks, j0 = (item % norm_chunks) * 256;
-                cell_norms(target, b, C, j0, std::min(j0 + 256, full_cells), inv_t.data() + b * Mpad);
+                const int64_t b = item / norm_chunks, j0 = (item % norm_chunks) * kNormChunk;
+                cell_norms(target, b, C, j0, std::min(j0 + kNormChunk, full_cells), inv_t.data() + b * Mpad);
             } else if (item < target_items) {  // direct: the partial last panel, packed
                 const int64_t b = item - B * norm_chunks;
                 pack_target_panel(target, b, P - 1, C, M, panels.data() + b * C * NR, inv_t.data() + b * Mpad);
             } else if (pb.dense) {
-                const int64_t q = item - target_items, per_batch = (pb.cells0() + 255) / 256;
-                const int64_t b = q / per_batch, j0 = (q % per_batch) * 256;
-                cell_norms(source, b, C, j0, std::min(j0 + 256, pb.cells0()), inv_q.data() + b * N);
+                const int64_t q = item - target_items, per_batch = (pb.cells0() + kNormChunk - 1) / kNormChunk;
+                const int64_t b = q / per_batch, j0 = (q % per_batch) * kNormChunk;
+                cell_norms(source, b, C, j0, std::min(j0 + kNormChunk, pb.cells0()), inv_q.data() + b * N);
             } else {
                 const int64_t q = item - target_items, per_batch = (N + query_chunk - 1) / query_chunk;
                 const int64_t b = q / per_batch, n0 = (q % per_batch) * query_chunk;
