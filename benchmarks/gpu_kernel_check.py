@@ -113,6 +113,8 @@ def imports() -> None:
     try:
         STATE["cuda"] = importlib.import_module("sd4match_sdk._kernels_cuda")
         record("import", "sd4match_sdk._kernels_cuda", True, f"emulated={STATE['cuda'].EMULATED}")
+        ok, reason = STATE["cuda"].check_device(0)
+        record("import", "check_device(0): driver and kernel image", ok, reason)
     except ImportError as exc:
         record("import", "sd4match_sdk._kernels_cuda", False, str(exc))
     try:

@@ -292,6 +292,13 @@ inline cudaError_t cudaGetDevice(int* d) {
     return cudaSuccess;
 }
 inline cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidValue; }
+struct cudaFuncAttributes {
+    int maxThreadsPerBlock;
+};
+inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void*) {
+    a->maxThreadsPerBlock = 1024;
+    return cudaSuccess;
+}
 template <typename... Params>
 cudaError_t cudaFuncSetAttribute(void (*kernel)(Params...), cudaFuncAttribute attr, int value) {
     if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || size_t(value) > ::sd4m_emu::kMaxSmemOptIn) {

@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <string>
 
 #include "dlpack_bridge.hpp"
 #include "sd4match/kernels.h"
@@ -56,6 +57,17 @@ PYBIND11_MODULE(SD4M_PY_MODULE_NAME, m) {
 #else
     m.attr("EMULATED") = false;
 #endif
+    m.def(
+        "check_device",
+        [](int device) {
+            sd4m_status status;
+            {
+                py::gil_scoped_release release;
+                status = sd4m_cuda_check_device(device);
+            }
+            return py::make_tuple(status == SD4M_OK, std::string(status == SD4M_OK ? "" : sd4m_last_error()));
+        },
+        py::arg("device"), "(ok, reason): can the kernel run on this CUDA device (driver, kernel image)?");
     m.def(
         "workspace_bytes",
         [](const py::object& source, const py::object& target, const py::object& points, const py::object& coords,

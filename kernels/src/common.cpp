@@ -179,6 +179,11 @@ sd4m_status sd4m_ksa_cuda(const sd4m_ksa_args*, void*, void*, size_t) {
     sd4m::set_error("this build of the sd4match kernels has no CUDA implementation");
     return SD4M_ERR_UNSUPPORTED;
 }
+
+sd4m_status sd4m_cuda_check_device(int) {
+    sd4m::set_error("this build of the sd4match kernels has no CUDA implementation");
+    return SD4M_ERR_UNSUPPORTED;
+}
 #endif
 
 }  // extern "C"

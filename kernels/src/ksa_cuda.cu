@@ -692,6 +692,32 @@ sd4m_status dispatch(const sd4m_ksa_args& args, const sd4m::Problem& problem, cu
 }
 }  // namespace
 
+sd4m_status sd4m_cuda_check_device(int device) {
+    using namespace sd4m::cuda_ksa;
+    sd4m::clear_error();
+    int previous = -1;
+    cudaError_t error = cudaGetDevice(&previous);
+    if (error == cudaSuccess && previous != device) error = cudaSetDevice(device);
+    if (error != cudaSuccess) {
+        (void)cudaGetLastError();
+        return cuda_failure(error, "selecting the device");
+    }
+    // Loading each kernel's attributes fails when the build has no image for this architecture.
+    cudaFuncAttributes attributes;
+    const void* kernels[] = {
+        reinterpret_cast<const void*>(&tile_kernel<__half, 0>), reinterpret_cast<const void*>(&tile_kernel<__half, 1>),
+        reinterpret_cast<const void*>(&tile_kernel<float, 0>),  reinterpret_cast<const void*>(&tile_kernel<float, 1>),
+        reinterpret_cast<const void*>(&finalize_kernel),
+    };
+    for (const void* kernel : kernels) {
+        error = cudaFuncGetAttributes(&attributes, kernel);
+        if (error != cudaSuccess) break;
+    }
+    (void)cudaGetLastError();
+    if (previous >= 0 && previous != device) cudaSetDevice(previous);
+    return error == cudaSuccess ? SD4M_OK : cuda_failure(error, "loading the kernels for this device");
+}
+
 size_t sd4m_ksa_cuda_workspace_bytes(const sd4m_ksa_args* args) {
     sd4m::Problem problem;
     if (sd4m::validate(args, &problem) != SD4M_OK || problem.empty()) return 0;

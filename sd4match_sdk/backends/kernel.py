@@ -52,18 +52,24 @@ def cpu_kernel_available() -> bool:
     return _module("_kernels") is not None
 
 
-def cuda_kernel_available() -> bool:
-    """True when the CUDA kernel module is built and a CUDA device is usable."""
-    return _module("_kernels_cuda") is not None and torch.cuda.is_available()
+def cuda_kernel_available(device: torch.device | str | int | None = None) -> bool:
+    """True when the CUDA kernel module is built and can run on ``device`` (the current CUDA
+    device if ``None``): a driver recent enough and machine code or PTX for its architecture."""
+    module = _module("_kernels_cuda")
+    if module is None or not torch.cuda.is_available():
+        return False
+    index = device if isinstance(device, int) else (None if device is None else torch.device(device).index)
+    ok, _ = module.check_device(torch.cuda.current_device() if index is None else index)
+    return bool(ok)
 
 
 def kernel_supports(device: torch.device | str) -> bool:
     """True when a built kernel can run on ``device``."""
-    kind = torch.device(device).type
-    if kind == "cpu":
+    device = torch.device(device)
+    if device.type == "cpu":
         return cpu_kernel_available()
-    if kind == "cuda":
-        return cuda_kernel_available()
+    if device.type == "cuda":
+        return cuda_kernel_available(device)
     return False
 
 

@@ -64,6 +64,10 @@ def build_emulated_cuda_module(out_dir: Path) -> Path:
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if cxx is None:
         pytest.skip("no C++ compiler for the emulated CUDA build")
+    probe = out_dir / "probe.cpp"
+    probe.write_text("#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n")
+    if subprocess.run([cxx, "-std=c++20", "-pthread", str(probe), "-o", str(out_dir / "probe")], capture_output=True).returncode:
+        pytest.skip(f"{cxx} lacks C++20 <barrier>, which the CUDA emulation needs")
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     target = out_dir / f"_kernels_cuda_emu{suffix}"
     cmd = [

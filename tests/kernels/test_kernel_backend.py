@@ -20,6 +20,11 @@ def _built(cpu_module):
     """Every test here needs the CPU module (the fixture fails or skips without it)."""
 
 
+def test_emulated_cuda_module_reports_a_usable_device(emulated_cuda_module):
+    assert emulated_cuda_module.check_device(0) == (True, "")
+    assert emulated_cuda_module.EMULATED
+
+
 @pytest.mark.parametrize(
     "dtype0,dtype1", [(torch.float32, torch.float32), (torch.float16, torch.float32), (torch.bfloat16, torch.bfloat16)]
 )
@@ -102,3 +107,22 @@ def test_matcher_kernel_backend_matches_torch_backend(tmp_path_factory):
     results = {m.matching_backend: m.match(img0, img1, points, seed=0) for m in (torch_matcher, kernel_matcher)}
     np.testing.assert_allclose(results["kernel"].points, results["torch"].points, atol=5e-3)  # ~1e-4 cells
     np.testing.assert_allclose(results["kernel"].scores, results["torch"].scores, atol=1e-4)
+
+
+def test_cuda_module_can_run_on_the_device(cuda_module):
+    ok, reason = cuda_module.check_device(torch.cuda.current_device())
+    assert ok, reason
+    assert kernel.kernel_supports("cuda")
+
+
+def test_cuda_wrapper_on_a_side_stream_matches_reference(cuda_module):
+    """The wrapper enqueues on torch's current stream and allocates its workspace from torch."""
+    source, target = smooth_maps(2, 64, (16, 14), (15, 17), seed=6)
+    points = query_points(2, 40, (16, 14), seed=6)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        s, t, p = source.half().cuda(), target.half().cuda(), points.cuda()
+        coords, scores = kernel.kernel_soft_argmax(s, t, p)
+    side.synchronize()
+    ref_coords, ref_scores = reference(source.half(), target.half(), points)
+    assert_close_to_reference(coords, scores, ref_coords, ref_scores, decisive(source.half().float(), target.half().float(), points), 1e-2)

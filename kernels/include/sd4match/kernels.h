@@ -108,6 +108,14 @@ SD4M_API size_t sd4m_ksa_cuda_workspace_bytes(const sd4m_ksa_args* args);
  */
 SD4M_API sd4m_status sd4m_ksa_cuda(const sd4m_ksa_args* args, void* stream, void* workspace, size_t workspace_bytes);
 
+/**
+ * Checks that sd4m_ksa_cuda can run on CUDA device `device`: the driver is recent enough and
+ * this build holds machine code (or PTX) for the device's architecture. Returns SD4M_OK,
+ * SD4M_ERR_CUDA (with the reason) or SD4M_ERR_UNSUPPORTED without CUDA. The caller's current
+ * device is left unchanged.
+ */
+SD4M_API sd4m_status sd4m_cuda_check_device(int device);
+
 /** Message of the last error raised on this thread ("" if none). */
 SD4M_API const char* sd4m_last_error(void);
 
