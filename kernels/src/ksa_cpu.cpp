@@ -2,8 +2,9 @@
 //
 // Layout of the work (per call):
 //   phase 0  pack every target map into panels of NR cells (fp32, channel-major inside a panel)
-//            with the inverse cell norms; sample (sparse) or index (dense) the query descriptors
-//            and their inverse norms.
+//            with the inverse cell norms -- or, for few queries and an fp32 map with contiguous
+//            cells, only compute the norms and read the map in place later; sample (sparse) or
+//            index (dense) the query descriptors and their inverse norms.
 //   rounds   a round takes up to `threads` units of QB queries. Phase 1 computes their raw dot
 //            products with every target cell into per-unit row buffers (QB x Mpad floats, one
 //            cache-blocked GEMM per unit, split over cells when there are fewer units than
