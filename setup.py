@@ -1,12 +1,28 @@
 """Packaging for sd4match-sdk.
 
-The Python package is pure; the optional compiled kernel (``sd4match_sdk._kernels``) is added
-by the kernel build (see kernels/ and README "Fused kernel").
+The Python package is pure except for the fused matching kernel (``kernels/``, docs/kernels.md):
+
+* ``sd4match_sdk._kernels``: the CPU kernel, built whenever a C++17 compiler is present.
+* ``sd4match_sdk._kernels_cuda``: the CUDA kernel, built when ``nvcc`` is found. It links the CUDA
+  runtime statically, so importing the CPU module never needs CUDA libraries.
+
+Environment switches (read at build time):
+
+* ``SD4MATCH_KERNELS=0`` builds no compiled module at all (the SDK then matches with torch).
+* ``SD4MATCH_CUDA=auto|1|0``: auto (default) builds the CUDA module when nvcc is found and skips it
+  with a warning if it fails to build; 1 requires it; 0 skips it.
+* ``SD4MATCH_CUDA_ARCH``: compute capabilities, e.g. ``90`` or ``80;90`` or ``90a`` or ``native``
+  (default ``75;80;86;89;90`` plus PTX for the newest).
+* ``CUDA_HOME``/``CUDA_PATH``, ``NVCC``: where the toolkit is, when nvcc is not on PATH.
 """
 
+import sys
 from pathlib import Path
 
 from setuptools import find_packages, setup
+
+sys.path.insert(0, str(Path(__file__).parent / "kernels"))
+from build_support import kernel_build_config  # noqa: E402
 
 ROOT = Path(__file__).parent
 version: dict = {}
@@ -38,6 +54,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["sd4match_sdk", "sd4match_sdk.*"]),
+    **kernel_build_config(ROOT),
     package_data={"sd4match_sdk": ["assets/demo/*", "py.typed"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={

@@ -122,7 +122,8 @@ class Matcher:
         backend: turns images + noise + prompt into raw features (PyTorch, ONNX Runtime, TensorRT).
         match_config: match method, sigma, beta.
         matching_backend: ``"auto"`` (the compiled kernel when built, else torch), ``"torch"`` or
-            ``"kernel"``.
+            ``"kernel"`` (docs/kernels.md). The kernel implements Kernel-Soft-Argmax; the other
+            methods always run on torch.
 
     Example:
         >>> m = Matcher.from_pretrained("path/to/sd21", prompt="Single_spair.safetensors")  # doctest: +SKIP
@@ -326,13 +327,27 @@ class Matcher:
 
 
 def _select_matching_backend(name: str) -> tuple[MatchFn, str]:
-    """Pick the matching implementation: the compiled kernel when asked (or built, for auto)."""
+    """Pick the matching implementation: the compiled kernel when asked (or built, for auto).
+
+    ``"kernel"`` needs the compiled module and raises at match time for a device without a built
+    kernel; ``"auto"`` takes the kernel when the module is built and falls back to torch per call
+    (other devices). Either way, methods other than Kernel-Soft-Argmax run on torch.
+    """
     if name not in _MATCHING_BACKENDS:
         raise ConfigError(f"unknown matching_backend {name!r}; choose one of: {', '.join(_MATCHING_BACKENDS)}")
+    if name == "torch":
+        return match_points, "torch"
+    from .backends import kernel  # the module imports no compiled code until it is called
+
     if name == "kernel":
-        raise BackendUnavailableError(
-            "the fused matching kernel is not built in this installation; use matching_backend='torch'"
-        )
+        if not kernel.cpu_kernel_available():
+            raise BackendUnavailableError(
+                "the fused matching kernel is not built in this installation; rebuild with `pip install -e .` "
+                "and a C++17 compiler (see docs/kernels.md), or use matching_backend='torch'"
+            )
+        return kernel.match_points_strict, "kernel"
+    if kernel.cpu_kernel_available():
+        return kernel.match_points, "kernel"
     return match_points, "torch"
 
 

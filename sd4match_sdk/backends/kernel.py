@@ -1,0 +1,193 @@
+"""The fused correlation + Kernel-Soft-Argmax kernel behind the ``match_points`` signature.
+
+The compiled modules (``kernels/``, docs/kernels.md) compute, per query, exactly what
+:func:`sd4match_sdk.ops.matching.match_points` computes for ``method="kernel_softargmax"``
+(SPEC 4) without materialising the similarity map: ``sd4match_sdk._kernels`` on the CPU and
+``sd4match_sdk._kernels_cuda`` on CUDA devices. Tensors cross into C++ as DLPack capsules (no
+libtorch link); outputs are allocated here by torch, so CUDA work uses torch's caching allocator
+and runs on torch's current stream.
+
+The kernel covers Kernel-Soft-Argmax only. :func:`match_points` falls back to the torch reference
+for the other methods and for devices without a built kernel; :func:`match_points_strict` raises
+:class:`~sd4match_sdk.errors.BackendUnavailableError` instead (``matching_backend="kernel"``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from ..config import MatchConfig, MatchMethod
+from ..errors import BackendUnavailableError, ShapeError
+from ..ops import matching
+
+__all__ = [
+    "cpu_kernel_available",
+    "cuda_kernel_available",
+    "kernel_supports",
+    "kernel_soft_argmax",
+    "match_points",
+    "match_points_strict",
+]
+
+_BUILD_HINT = (
+    "build it with `pip install -e .` (or `python setup.py build_ext --inplace`) with a C++17 compiler; "
+    "the CUDA part needs nvcc (SD4MATCH_CUDA=1 forces it, see docs/kernels.md)"
+)
+
+
+def _module(name: str) -> ModuleType | None:
+    """The compiled module ``sd4match_sdk.<name>``, or ``None`` if it is not built or cannot load."""
+    try:
+        return importlib.import_module(f"sd4match_sdk.{name}")
+    except ImportError:
+        return None
+
+
+def cpu_kernel_available() -> bool:
+    """True when the CPU kernel module is built and imports."""
+    return _module("_kernels") is not None
+
+
+def cuda_kernel_available(device: torch.device | str | int | None = None) -> bool:
+    """True when the CUDA kernel module is built and can run on ``device`` (the current CUDA
+    device if ``None``): a driver recent enough and machine code or PTX for its architecture."""
+    module = _module("_kernels_cuda")
+    if module is None or not torch.cuda.is_available():
+        return False
+    index = device if isinstance(device, int) else (None if device is None else torch.device(device).index)
+    ok, _ = module.check_device(torch.cuda.current_device() if index is None else index)
+    return bool(ok)
+
+
+def kernel_supports(device: torch.device | str) -> bool:
+    """True when a built kernel can run on ``device``."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return cpu_kernel_available()
+    if device.type == "cuda":
+        return cuda_kernel_available(device)
+    return False
+
+
+def _capsule(t: Tensor):
+    return torch.utils.dlpack.to_dlpack(t)
+
+
+def _check_inputs(featmap0: Tensor, featmap1: Tensor, points0: Tensor | None) -> None:
+    if featmap0.ndim != 4 or featmap1.ndim != 4:
+        raise ShapeError(
+            f"feature maps must be (B, C, H, W); got {tuple(featmap0.shape)} and {tuple(featmap1.shape)}",
+            actual=tuple(featmap0.shape),
+            expected="(B, C, H, W)",
+        )
+    if featmap0.shape[:2] != featmap1.shape[:2]:
+        raise ShapeError(
+            f"feature maps must share batch and channels; got {tuple(featmap0.shape)} and {tuple(featmap1.shape)}",
+            actual=tuple(featmap1.shape),
+            expected=f"({featmap0.shape[0]}, {featmap0.shape[1]}, H1, W1)",
+        )
+    if min(featmap0.shape[1:]) < 1 or min(featmap1.shape[2:]) < 1:
+        raise ShapeError("feature maps need at least one channel and one cell", actual=tuple(featmap0.shape))
+    if points0 is not None and (points0.ndim != 3 or points0.shape[0] != featmap0.shape[0] or points0.shape[2] != 2):
+        raise ShapeError(
+            f"points must be (B, N, 2) with B={featmap0.shape[0]}; got {tuple(points0.shape)}",
+            actual=tuple(points0.shape),
+            expected="(B, N, 2)",
+        )
+    devices = {featmap0.device, featmap1.device} | ({points0.device} if points0 is not None else set())
+    if len(devices) != 1:
+        raise ShapeError(f"feature maps and points must be on one device; got {sorted(map(str, devices))}")
+
+
+def kernel_soft_argmax(
+    featmap0: Tensor,
+    featmap1: Tensor,
+    points0: Tensor | None = None,
+    sigma: float = 7.0,
+    beta: float = 0.04,
+    num_threads: int = 0,
+    fp32_math: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Fused cosine similarity + Kernel-Soft-Argmax on the compiled kernel.
+
+    Args:
+        featmap0: ``(B, C, H0, W0)`` raw source map, float32 or float16 (other dtypes are cast to
+            float32); any strides.
+        featmap1: ``(B, C, H1, W1)`` raw target map on the same device.
+        points0: ``(B, N, 2)`` query ``(x, y)`` on the source grid (align-corners), or ``None`` for
+            dense mode: every source cell in row-major order (``N = H0 * W0``).
+        sigma: Gaussian width in cells.
+        beta: softmax temperature.
+        num_threads: CPU threads (``0``: all hardware threads); ignored on CUDA.
+        fp32_math: CUDA with float16 maps: correlate with float32 FMA instead of the tensor cores
+            (slower; the CPU always computes in float32).
+
+    Returns:
+        ``(B, N, 2)`` float32 expected ``(x, y)`` on the target grid and ``(B, N)`` float32 scores
+        (peak probabilities).
+
+    Raises:
+        ShapeError: inconsistent shapes or devices.
+        BackendUnavailableError: no kernel is built for the tensors' device.
+    """
+    _check_inputs(featmap0, featmap1, points0)
+    device = featmap0.device
+    module = _module("_kernels") if device.type == "cpu" else _module("_kernels_cuda") if device.type == "cuda" else None
+    if module is None:
+        raise BackendUnavailableError(f"no fused matching kernel is built for device {device}; {_BUILD_HINT}")
+    featmap0, featmap1 = featmap0.detach(), featmap1.detach()
+    if featmap0.dtype != featmap1.dtype or featmap0.dtype not in (torch.float32, torch.float16):
+        featmap0, featmap1 = featmap0.float(), featmap1.float()
+    b = featmap0.shape[0]
+    n = featmap0.shape[2] * featmap0.shape[3] if points0 is None else points0.shape[1]
+    coords = torch.empty((b, n, 2), dtype=torch.float32, device=device)
+    scores = torch.empty((b, n), dtype=torch.float32, device=device)
+    if b == 0 or n == 0:
+        return coords, scores
+    if points0 is not None:
+        points0 = points0.detach().float()
+    tensors = (featmap0, featmap1, points0, coords, scores)
+    capsules = lambda: tuple(None if t is None else _capsule(t) for t in tensors)  # noqa: E731
+    if device.type == "cpu":
+        module.kernel_soft_argmax(*capsules(), float(sigma), float(beta), num_threads)
+        return coords, scores
+    with torch.cuda.device(device):
+        # Scratch from torch's caching allocator, on torch's current stream.
+        flags = module.FP32_MATH if fp32_math else 0
+        nbytes = module.workspace_bytes(*capsules(), float(sigma), float(beta), flags)
+        workspace = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=device)
+        stream = torch.cuda.current_stream(device).cuda_stream
+        module.kernel_soft_argmax(*capsules(), float(sigma), float(beta), stream, workspace.data_ptr(), nbytes, flags)
+    return coords, scores
+
+
+def match_points(
+    featmap0: Tensor, featmap1: Tensor, points0: Tensor, config: MatchConfig | None = None
+) -> tuple[Tensor, Tensor]:
+    """:func:`sd4match_sdk.ops.matching.match_points` on the kernel where it applies.
+
+    Kernel-Soft-Argmax on a device with a built kernel runs fused; every other method or device
+    falls back to the torch reference (same results within float rounding).
+    """
+    config = config or MatchConfig()
+    if config.method is not MatchMethod.KERNEL_SOFTARGMAX or not kernel_supports(featmap0.device):
+        return matching.match_points(featmap0, featmap1, points0, config)
+    return kernel_soft_argmax(featmap0, featmap1, points0, config.sigma, config.beta)
+
+
+def match_points_strict(
+    featmap0: Tensor, featmap1: Tensor, points0: Tensor, config: MatchConfig | None = None
+) -> tuple[Tensor, Tensor]:
+    """As :func:`match_points`, but a device without a built kernel raises instead of falling back.
+
+    Methods other than Kernel-Soft-Argmax still use the torch reference: the kernel implements
+    only that method.
+    """
+    config = config or MatchConfig()
+    if config.method is not MatchMethod.KERNEL_SOFTARGMAX:
+        return matching.match_points(featmap0, featmap1, points0, config)
+    return kernel_soft_argmax(featmap0, featmap1, points0, config.sigma, config.beta)
