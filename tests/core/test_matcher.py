@@ -41,7 +41,8 @@ def test_match_equals_manual_pipeline(matcher256: Matcher, demo_pair) -> None:
     from sd4match_sdk.ops.geometry import frame_to_grid, grid_to_frame
     from sd4match_sdk.ops.matching import match_points
 
-    result = matcher256.match(*demo_pair, POINTS, seed=11)
+    torch_matcher = Matcher(matcher256.backend, matching_backend="torch")  # compare with the torch ops exactly
+    result = torch_matcher.match(*demo_pair, POINTS, seed=11)
     g = torch.Generator().manual_seed(11)
     shape = (4, 32, 32)
     eps_a, noise_a = torch.randn(1, *shape, generator=g), torch.randn(2, *shape, generator=g)
