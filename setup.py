@@ -66,6 +66,7 @@ setup(
     entry_points={
         "console_scripts": [
             "sd4match=sd4match_sdk.cli:main",
+            "sd4match-export=sd4match_sdk.export.cli:main",
         ]
     },
 )

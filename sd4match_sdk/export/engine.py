@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import platform
 import shutil
+from dataclasses import replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -63,7 +64,7 @@ from .manifest import (
 from .onnx import ExportedGraph, export_onnx_graph
 from .precision import to_float16_safe
 
-__all__ = ["export_engine", "context_mode_for", "TENSOR_DESCRIPTIONS", "library_versions"]
+__all__ = ["export_engine", "add_tensorrt_plans", "context_mode_for", "TENSOR_DESCRIPTIONS", "library_versions"]
 
 #: Manifest descriptions of every graph tensor: layout, dtype, value range.
 TENSOR_DESCRIPTIONS = {
@@ -161,12 +162,11 @@ def _example_unet_inputs(names: list[str], latent: tuple[int, int, int], ensembl
     return tuple(examples[n] for n in names)
 
 
-def _graph_entry(graph: ExportedGraph, precision: Precision, plan: Path | None) -> GraphEntry:
+def _graph_entry(graph: ExportedGraph, precision: Precision) -> GraphEntry:
     return GraphEntry(
         precision=str(precision),
         onnx=graph.onnx.name,
         onnx_data=graph.onnx_data.name if graph.onnx_data else None,
-        plan=plan.name if plan else None,
         inputs=graph.inputs,
         outputs=graph.outputs,
     )
@@ -220,6 +220,53 @@ def _preprocessing(config: ExportConfig, dino_processor: Any) -> dict[str, Any]:
     return info
 
 
+def _export_vae(extractor: SDFeatureExtractor, feature: Any, out: Path, common: dict[str, Any], log: Any) -> ExportedGraph:
+    log(f"exporting {onnx_file(GraphName.VAE_ENCODER)} ...")
+    g = torch.Generator().manual_seed(0)
+    size = feature.image_size
+    pixels = torch.rand((2, 3, size, size), generator=g) * 2 - 1
+    eps = torch.randn((2, *extractor.latent_shape(size)), generator=g)
+    batch_axis = {0: BATCH_DIM}
+    return export_onnx_graph(
+        VaeEncoderGraph(extractor), (pixels, eps), out / onnx_file(GraphName.VAE_ENCODER), ["pixels", "eps_vae"], ["latents"],
+        {"pixels": batch_axis, "eps_vae": batch_axis, "latents": batch_axis}, **common,
+    )  # fmt: skip
+
+
+def _export_prompt_net(graph: PromptNetworkGraph, processor: Any, out: Path, common: dict[str, Any], log: Any) -> ExportedGraph:
+    log(f"exporting {onnx_file(GraphName.PROMPT_NET)} ...")
+    crop = processor.crop_size
+    pixels = torch.randn((2, 3, crop["height"], crop["width"]), generator=torch.Generator().manual_seed(0))
+    pairs_axis = {0: PAIRS_DIM}
+    return export_onnx_graph(
+        graph, (pixels, pixels.flip(0)), out / onnx_file(GraphName.PROMPT_NET), ["dino_source", "dino_target"], ["context"],
+        {"dino_source": pairs_axis, "dino_target": pairs_axis, "context": pairs_axis}, **common,
+    )  # fmt: skip
+
+
+def _export_unet(
+    extractor: SDFeatureExtractor,
+    prompt: PromptContexts,
+    mode: ContextMode,
+    categories: tuple[str, ...],
+    config: ExportConfig,
+    text_shape: tuple[int, int],
+    out: Path,
+    common: dict[str, Any],
+    log: Any,
+) -> ExportedGraph:
+    module, inputs = _unet_graph(extractor, prompt, mode, categories)  # contexts computed in float32 first
+    if config.dtype is Precision.FP16:
+        to_float16_safe(extractor.unet)
+    log(f"exporting {onnx_file(GraphName.UNET)} ({config.dtype}) ...")
+    latent = extractor.latent_shape(config.feature.image_size)
+    examples = _example_unet_inputs(inputs, latent, config.feature.ensemble, text_shape, max(len(categories), 1))
+    outputs = ["features", "features_normalized"]
+    return export_onnx_graph(
+        module, examples, out / onnx_file(GraphName.UNET), inputs, outputs, {name: {0: BATCH_DIM} for name in (*inputs, *outputs)}, **common
+    )
+
+
 def export_engine(config: ExportConfig, log: Any = print) -> EngineManifest:
     """Export SD 2.1 features with a prompt to an engine directory.
 
@@ -241,7 +288,7 @@ def export_engine(config: ExportConfig, log: Any = print) -> EngineManifest:
         from .tensorrt import cuda_compute_capability, import_tensorrt
 
         trt = import_tensorrt()
-        compute_capability, device_name = cuda_compute_capability()
+        cuda_compute_capability()
     weights = load_prompt(config.prompt)
     mode = context_mode_for(weights, config.categories)
     _prepare_out_dir(out, config.overwrite)
@@ -252,88 +299,28 @@ def export_engine(config: ExportConfig, log: Any = print) -> EngineManifest:
     extractor = SDFeatureExtractor(components.vae, components.unet, components.scheduler, feature.timestep).eval()
     prompt = PromptContexts(weights, components.tokenizer, components.text_encoder)
     categories = tuple(weights.categories) if weights.kind is PromptKind.CLASS else config.categories
-    latent = extractor.latent_shape(feature.image_size)
-    width = int(components.text_encoder.config.hidden_size)
-    length = int(components.text_encoder.config.max_position_embeddings)
     common = dict(opset=config.opset, descriptions=TENSOR_DESCRIPTIONS, external_data_threshold=config.external_data_threshold)
-    batch_axis = {0: BATCH_DIM}
-    exported: dict[GraphName, tuple[ExportedGraph, Precision]] = {}
 
-    log(f"exporting {onnx_file(GraphName.VAE_ENCODER)} ...")
-    g = torch.Generator().manual_seed(0)
-    exported[GraphName.VAE_ENCODER] = (
-        export_onnx_graph(
-            VaeEncoderGraph(extractor),
-            (torch.rand((2, 3, feature.image_size, feature.image_size), generator=g) * 2 - 1, torch.randn((2, *latent), generator=g)),
-            out / onnx_file(GraphName.VAE_ENCODER),
-            ["pixels", "eps_vae"],
-            ["latents"],
-            {"pixels": batch_axis, "eps_vae": batch_axis, "latents": batch_axis},
-            **common,
-        ),
-        Precision.FP32,
-    )
-
+    exported = {GraphName.VAE_ENCODER: (_export_vae(extractor, feature, out, common, log), Precision.FP32)}
     dino_processor = None
     if mode is ContextMode.INPUT:
         dino, dino_processor = load_dino(config.dino)
         dino_processor.save_pretrained(out / DINO_PROCESSOR_DIR)
-        crop = dino_processor.crop_size
-        pixels = torch.randn((2, 3, crop["height"], crop["width"]), generator=g)
-        sos, eos = prompt.special_tokens()
-        log(f"exporting {onnx_file(GraphName.PROMPT_NET)} ...")
-        pairs_axis = {0: PAIRS_DIM}
-        exported[GraphName.PROMPT_NET] = (
-            export_onnx_graph(
-                PromptNetworkGraph(dino, prompt.cpm, components.text_encoder, sos, eos),  # type: ignore[arg-type]
-                (pixels, pixels.flip(0)),
-                out / onnx_file(GraphName.PROMPT_NET),
-                ["dino_source", "dino_target"],
-                ["context"],
-                {"dino_source": pairs_axis, "dino_target": pairs_axis, "context": pairs_axis},
-                **common,
-            ),
-            Precision.FP32,
-        )
-
-    unet_module, unet_inputs = _unet_graph(extractor, prompt, mode, categories)
-    if config.dtype is Precision.FP16:
-        to_float16_safe(extractor.unet)
-    log(f"exporting {onnx_file(GraphName.UNET)} ({config.dtype}) ...")
-    exported[GraphName.UNET] = (
-        export_onnx_graph(
-            unet_module,
-            _example_unet_inputs(unet_inputs, latent, feature.ensemble, (length, width), max(len(categories), 1)),
-            out / onnx_file(GraphName.UNET),
-            unet_inputs,
-            ["features", "features_normalized"],
-            {name: batch_axis for name in (*unet_inputs, "features", "features_normalized")},
-            **common,
-        ),
-        config.dtype,
-    )
+        graph = _export_prompt_net(PromptNetworkGraph(dino, prompt.cpm, components.text_encoder, *prompt.special_tokens()), dino_processor, out, common, log)  # type: ignore[arg-type]
+        exported[GraphName.PROMPT_NET] = (graph, Precision.FP32)
+    text_shape = (int(components.text_encoder.config.max_position_embeddings), int(components.text_encoder.config.hidden_size))
+    unet = _export_unet(extractor, prompt, mode, categories, config, text_shape, out, common, log)
+    exported[GraphName.UNET] = (unet, config.dtype)
     scaling_factor = extractor.scaling_factor
     alpha_bar = float(components.scheduler.alphas_cumprod[feature.timestep])
-    del unet_module, extractor, components
-
-    plans: dict[GraphName, Path] = {}
-    trt_info = None
-    if trt is not None:
-        from .tensorrt import build_plan, profile_shapes
-
-        profiles = {}
-        for name, (graph, _) in exported.items():
-            profiles[str(name)] = profile_shapes(graph.inputs, config.max_batch, config.tuned_batch)
-            log(f"building {plan_file(name)} with TensorRT {trt.__version__} ...")
-            plans[name] = out / plan_file(name)
-            build_plan(graph.onnx, plans[name], profiles[str(name)], out / TIMING_CACHE_FILE, int(config.workspace_gib * (1 << 30)), trt)
-        trt_info = TensorRTInfo(str(trt.__version__), compute_capability, device_name, True, profiles)
+    latent = extractor.latent_shape(feature.image_size)
+    del extractor, components
 
     image_size = feature.image_size
     out_channels = exported[GraphName.UNET][0].outputs[0].shape[1]
     manifest = EngineManifest(
         sdk_version=__version__,
-        engine=str(config.engine),
+        engine=str(EngineKind.ONNX),
         precision=str(config.dtype),
         prompt_kind=str(weights.kind),
         context_mode=str(mode),
@@ -347,15 +334,72 @@ def export_engine(config: ExportConfig, log: Any = print) -> EngineManifest:
         feature_shape=(int(out_channels), image_size // 16, image_size // 16),
         scaling_factor=scaling_factor,
         noise_coefficients=(alpha_bar**0.5, (1.0 - alpha_bar) ** 0.5),
-        graphs={str(n): _graph_entry(gr, p, plans.get(n)) for n, (gr, p) in exported.items()},
+        graphs={str(n): _graph_entry(gr, p) for n, (gr, p) in exported.items()},
         files=_hash_files(out),
-        libraries=library_versions({"tensorrt": str(trt.__version__)} if trt is not None else None),
+        libraries=library_versions(),
         preprocessing=_preprocessing(config, dino_processor),
         prompt={k: v for k, v in {**weights.metadata, "text": weights.text, "source": str(config.prompt) if config.prompt else None}.items() if v is not None},
         model=str(config.model),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        tensorrt=trt_info,
+    )
+    write_manifest(out, manifest)  # a complete ONNX engine, even if the TensorRT build below fails
+    log(f"wrote {out / MANIFEST_FILE}")
+    if trt is not None:
+        manifest = add_tensorrt_plans(out, opt_batch=config.tuned_batch, workspace_gib=config.workspace_gib, log=log, trt=trt)
+    return manifest
+
+
+def add_tensorrt_plans(
+    engine_dir: str | Path,
+    opt_batch: int | None = None,
+    workspace_gib: float = 8.0,
+    log: Any = print,
+    trt: Any = None,
+) -> EngineManifest:
+    """Build TensorRT plans for every graph of an ONNX engine directory, on this GPU.
+
+    The ONNX files are checked against the manifest first; the plans, the timing cache and the
+    updated manifest (``engine: trt``, each graph's ``plan``, the ``tensorrt`` section with the
+    version, the compute capability and the optimization profiles) are written next to them. The
+    ONNX graphs stay, so the directory also runs with ONNX Runtime. Use it to export anywhere and
+    build the plans on the deployment GPU (``sd4match-export --out DIR --engine trt --plans-only``).
+
+    Args:
+        engine_dir: an engine directory written by :func:`export_engine`.
+        opt_batch: the image batch TensorRT tunes for (default: one pair, capped by max_batch).
+        workspace_gib: builder workspace limit.
+        log: a ``print``-like function for progress lines.
+        trt: the ``tensorrt`` module (imported when ``None``).
+
+    Raises:
+        BackendUnavailableError: no TensorRT 10+ or no GPU. EngineError: bad manifest or files,
+        or a failed build.
+    """
+    from .manifest import read_manifest, verify_files
+    from .tensorrt import build_plan, cuda_compute_capability, import_tensorrt, profile_shapes
+
+    out = Path(engine_dir)
+    trt = trt or import_tensorrt()
+    compute_capability, device_name = cuda_compute_capability()
+    manifest = read_manifest(out)
+    verify_files(out, manifest, [f for g in manifest.graphs.values() for f in g.files("onnxruntime")])
+    opt = opt_batch or min(2, manifest.max_batch)
+    if not 1 <= opt <= manifest.max_batch:
+        raise ConfigError(f"opt_batch must lie in [1, max_batch={manifest.max_batch}] (got {opt})")
+    graphs, profiles = {}, {}
+    for name, graph in manifest.graphs.items():
+        profiles[name] = profile_shapes(graph.inputs, manifest.max_batch, opt)
+        log(f"building {plan_file(name)} with TensorRT {trt.__version__} (compute capability {compute_capability}) ...")
+        build_plan(out / graph.onnx, out / plan_file(name), profiles[name], out / TIMING_CACHE_FILE, int(workspace_gib * (1 << 30)), trt)
+        graphs[name] = replace(graph, plan=plan_file(name))
+    manifest = replace(
+        manifest,
+        engine=str(EngineKind.TRT),
+        graphs=graphs,
+        files=_hash_files(out),
+        libraries={**manifest.libraries, "tensorrt": str(trt.__version__)},
+        tensorrt=TensorRTInfo(str(trt.__version__), compute_capability, device_name, True, profiles),
     )
     write_manifest(out, manifest)
-    log(f"wrote {out / MANIFEST_FILE}")
+    log(f"wrote {out / MANIFEST_FILE} (TensorRT plans)")
     return manifest

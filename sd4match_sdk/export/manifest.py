@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -247,13 +248,15 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 23) -> str:
 
 
 def parse_version(version: str) -> tuple[int, int, int]:
-    """``"1.2.3"`` (or ``"1.2.3.dev0"``, ``"1.2"``) -> ``(1, 2, 3)``."""
+    """``"1.2.3"`` (or ``"1.2.3.dev0"``, ``"2.0.0rc1"``, ``"1.2"``) -> ``(1, 2, 3)``: leading digits only."""
     parts = []
     for piece in str(version).split(".")[:3]:
-        digits = "".join(c for c in piece if c.isdigit()) if not piece.isdigit() else piece
-        if not digits:
+        match = re.match(r"\d+", piece)
+        if match is None:
             break
-        parts.append(int(digits))
+        parts.append(int(match.group()))
+        if match.end() < len(piece):  # "0rc1": a pre-release suffix ends the numeric part
+            break
     if not parts:
         raise EngineError(f"unreadable version {version!r} in the engine manifest; {_REEXPORT}")
     return tuple(parts + [0] * (3 - len(parts)))  # type: ignore[return-value]
