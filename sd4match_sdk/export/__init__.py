@@ -30,8 +30,8 @@ __all__ = [
 ]
 
 
-def export_engine(config: ExportConfig, log=print) -> EngineManifest:  # noqa: ANN001
+def export_engine(config: ExportConfig, log=print, components=None) -> EngineManifest:  # noqa: ANN001
     """Write an engine directory; see :func:`sd4match_sdk.export.engine.export_engine`."""
     from .engine import export_engine as _export_engine
 
-    return _export_engine(config, log)
+    return _export_engine(config, log, components)

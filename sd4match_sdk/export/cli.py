@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=768, help="model frame side (default 768)")
     parser.add_argument("--timestep", type=int, default=50, help="diffusion timestep (default 50)")
     parser.add_argument("--ensemble", type=int, default=8, help="noise draws averaged per image (default 8)")
+    parser.add_argument("--attention-chunk", type=int, default=1024, help="query rows per attention chunk in the UNet graph (bounds memory; 0 disables; default 1024)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing engine in --out")
     parser.add_argument(
         "--plans-only",
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             categories=categories,
             feature=FeatureConfig(image_size=args.image_size, timestep=args.timestep, ensemble=args.ensemble),
             overwrite=args.overwrite,
+            attention_chunk=args.attention_chunk,
         )
         manifest = export_engine(config, log=log)
     except SD4MatchError as err:

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from ..config import FeatureConfig
 from ..errors import ConfigError
+from .attention import DEFAULT_QUERY_CHUNK
 
 __all__ = [
     "EngineKind",
@@ -109,6 +110,8 @@ class ExportConfig:
         external_data_threshold: graphs whose weights exceed this many bytes store them in
             ``<graph>.onnx.data`` (tests lower it to exercise the path on tiny models).
         workspace_gib: TensorRT builder workspace limit.
+        attention_chunk: query rows per attention chunk in the UNet graph (0: no chunking);
+            bounds the attention matrices ONNX Runtime materialises (see ``attention.py``).
     """
 
     model: str
@@ -125,6 +128,7 @@ class ExportConfig:
     overwrite: bool = False
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
     workspace_gib: float = 8.0
+    attention_chunk: int = DEFAULT_QUERY_CHUNK
 
     def __post_init__(self) -> None:
         for name, enum in (("engine", EngineKind), ("dtype", Precision)):
@@ -140,6 +144,8 @@ class ExportConfig:
             raise ConfigError(f"opt_batch must lie in [1, max_batch={self.max_batch}] (got {self.opt_batch})")
         if not 14 <= self.opset <= 23:
             raise ConfigError(f"opset must lie in [14, 23] (got {self.opset}); 18 is the tested default")
+        if self.attention_chunk < 0:
+            raise ConfigError(f"attention_chunk must be >= 0 (0 disables chunking; got {self.attention_chunk})")
         object.__setattr__(self, "categories", tuple(self.categories))
         if len(set(self.categories)) != len(self.categories):
             raise ConfigError(f"categories must be unique (got {list(self.categories)})")

@@ -16,6 +16,7 @@ input for CPM prompts, whose prompt network becomes its own graph.
 
 from __future__ import annotations
 
+import copy
 import platform
 import shutil
 from dataclasses import replace
@@ -29,7 +30,7 @@ import torch
 from .._version import __version__
 from ..errors import ConfigError
 from ..models.features import SDFeatureExtractor
-from ..models.loading import load_dino, load_sd_components
+from ..models.loading import SDComponents, load_dino, load_sd_components
 from ..prompts import PromptContexts, PromptKind, PromptWeights, load_prompt
 from .config import (
     BATCH_DIM,
@@ -62,6 +63,7 @@ from .manifest import (
     write_manifest,
 )
 from .onnx import ExportedGraph, export_onnx_graph
+from .attention import set_export_attention
 from .precision import to_float16_safe
 
 __all__ = ["export_engine", "add_tensorrt_plans", "context_mode_for", "TENSOR_DESCRIPTIONS", "library_versions"]
@@ -246,6 +248,8 @@ def _export_prompt_net(graph: PromptNetworkGraph, processor: Any, out: Path, com
 
 def _export_unet(
     extractor: SDFeatureExtractor,
+    components: SDComponents,
+    copy_for_fp16: bool,
     prompt: PromptContexts,
     mode: ContextMode,
     categories: tuple[str, ...],
@@ -255,9 +259,15 @@ def _export_unet(
     common: dict[str, Any],
     log: Any,
 ) -> ExportedGraph:
-    module, inputs = _unet_graph(extractor, prompt, mode, categories)  # contexts computed in float32 first
+    chunk = config.attention_chunk or None
     if config.dtype is Precision.FP16:
-        to_float16_safe(extractor.unet)
+        if copy_for_fp16:  # the caller's UNet stays float32
+            unet = copy.deepcopy(components.unet)
+            extractor = SDFeatureExtractor(components.vae, unet, components.scheduler, extractor.timestep).eval()
+        to_float16_safe(extractor.unet, chunk)
+    else:
+        set_export_attention(extractor.unet, chunk, upcast=False)
+    module, inputs = _unet_graph(extractor, prompt, mode, categories)  # contexts come from the fp32 text encoder
     log(f"exporting {onnx_file(GraphName.UNET)} ({config.dtype}) ...")
     latent = extractor.latent_shape(config.feature.image_size)
     examples = _example_unet_inputs(inputs, latent, config.feature.ensemble, text_shape, max(len(categories), 1))
@@ -267,12 +277,14 @@ def _export_unet(
     )
 
 
-def export_engine(config: ExportConfig, log: Any = print) -> EngineManifest:
+def export_engine(config: ExportConfig, log: Any = print, components: SDComponents | None = None) -> EngineManifest:
     """Export SD 2.1 features with a prompt to an engine directory.
 
     Args:
         config: what to export (see :class:`ExportConfig`).
         log: a ``print``-like function for progress lines (``lambda *a: None`` to silence).
+        components: already loaded float32 SD parts to export instead of loading
+            ``config.model`` (benchmarks export in-memory models; they are not modified).
 
     Returns:
         the manifest written to ``config.out``.
@@ -294,8 +306,10 @@ def export_engine(config: ExportConfig, log: Any = print) -> EngineManifest:
     _prepare_out_dir(out, config.overwrite)
 
     feature = config.feature
-    log(f"loading {config.model} ...")
-    components = load_sd_components(config.model, torch.float32)
+    copy_for_fp16 = components is not None
+    if components is None:
+        log(f"loading {config.model} ...")
+        components = load_sd_components(config.model, torch.float32)
     extractor = SDFeatureExtractor(components.vae, components.unet, components.scheduler, feature.timestep).eval()
     prompt = PromptContexts(weights, components.tokenizer, components.text_encoder)
     categories = tuple(weights.categories) if weights.kind is PromptKind.CLASS else config.categories
@@ -309,7 +323,11 @@ def export_engine(config: ExportConfig, log: Any = print) -> EngineManifest:
         graph = _export_prompt_net(PromptNetworkGraph(dino, prompt.cpm, components.text_encoder, *prompt.special_tokens()), dino_processor, out, common, log)  # type: ignore[arg-type]
         exported[GraphName.PROMPT_NET] = (graph, Precision.FP32)
     text_shape = (int(components.text_encoder.config.max_position_embeddings), int(components.text_encoder.config.hidden_size))
-    unet = _export_unet(extractor, prompt, mode, categories, config, text_shape, out, common, log)
+    processors = components.unet.attn_processors  # restored below: callers' models keep their attention
+    try:
+        unet = _export_unet(extractor, components, copy_for_fp16, prompt, mode, categories, config, text_shape, out, common, log)
+    finally:
+        components.unet.set_attn_processor(processors)
     exported[GraphName.UNET] = (unet, config.dtype)
     scaling_factor = extractor.scaling_factor
     alpha_bar = float(components.scheduler.alphas_cumprod[feature.timestep])
@@ -330,6 +348,7 @@ def export_engine(config: ExportConfig, log: Any = print) -> EngineManifest:
         ensemble=feature.ensemble,
         max_batch=config.max_batch,
         opset=config.opset,
+        attention_query_chunk=config.attention_chunk or 0,
         latent_shape=latent,
         feature_shape=(int(out_channels), image_size // 16, image_size // 16),
         scaling_factor=scaling_factor,

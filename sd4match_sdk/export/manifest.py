@@ -161,6 +161,7 @@ class EngineManifest:
         image_size, timestep, ensemble: feature settings baked into the graphs.
         max_batch: largest image batch per call (TensorRT profile maximum).
         opset: ONNX opset.
+        attention_query_chunk: query rows per attention chunk in the UNet graph (0: none).
         latent_shape: ``[4, S/8, S/8]``: one image's VAE/diffusion noise draw.
         feature_shape: ``[C, S/16, S/16]``: one image's feature map.
         scaling_factor: VAE latent scaling (0.18215).
@@ -194,6 +195,7 @@ class EngineManifest:
     graphs: dict[str, GraphEntry]
     files: dict[str, FileEntry]
     libraries: dict[str, str]
+    attention_query_chunk: int = 0
     preprocessing: dict[str, Any] = field(default_factory=dict)
     prompt: dict[str, Any] = field(default_factory=dict)
     model: str = ""
@@ -229,6 +231,7 @@ class EngineManifest:
             graphs={k: GraphEntry.from_dict(v) for k, v in data["graphs"].items()},
             files={k: FileEntry(**v) for k, v in data["files"].items()},
             libraries=dict(data.get("libraries", {})),
+            attention_query_chunk=int(data.get("attention_query_chunk", 0)),
             preprocessing=dict(data.get("preprocessing", {})),
             prompt=dict(data.get("prompt", {})),
             model=data.get("model", ""),

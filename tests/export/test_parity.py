@@ -175,3 +175,18 @@ class TestText768:
         expected = reference.match(images[0], images[1], POINTS, seed=4)
         got = engine.match(images[0], images[1], POINTS, seed=4)
         np.testing.assert_allclose(got.points, expected.points, atol=MATCH_ATOL_PX, rtol=0)
+
+    def test_attention_is_chunked_at_768(self, engine_text768, engine_single):
+        """At 768 px the first level attends over 96*96 = 9216 tokens: 9 query chunks of 1024."""
+        import onnx
+
+        from sd4match_sdk.export.manifest import read_manifest
+
+        def softmaxes(engine):
+            return sum(n.op_type == "Softmax" for n in onnx.load(str(engine / "unet.onnx"), load_external_data=False).graph.node)
+
+        assert read_manifest(engine_text768).attention_query_chunk == 1024
+        # 256 px: 20 attention modules, one softmax each. 768 px: the 2 self-attentions over 9216
+        # tokens take 9 chunks each (+16 softmaxes), the 2 over 48*48 = 2304 tokens take 3 (+4);
+        # cross-attention (77 keys) is not chunked.
+        assert (softmaxes(engine_single), softmaxes(engine_text768)) == (20, 40)
