@@ -37,14 +37,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sd4match_sdk import Matcher  # noqa: E402
-from sd4match_sdk.backends import TorchFeatureBackend  # noqa: E402
-from sd4match_sdk.config import FeatureConfig  # noqa: E402
-from sd4match_sdk.demo import demo_images  # noqa: E402
-from sd4match_sdk.export import ExportConfig, export_engine  # noqa: E402
-from sd4match_sdk.images import load_image  # noqa: E402
-from sd4match_sdk.models.loading import load_sd_components  # noqa: E402
-from sd4match_sdk.prompts import PromptWeights  # noqa: E402
+from sd4match_sdk import Matcher
+from sd4match_sdk.backends import TorchFeatureBackend
+from sd4match_sdk.config import FeatureConfig
+from sd4match_sdk.demo import demo_images
+from sd4match_sdk.export import ExportConfig, export_engine
+from sd4match_sdk.images import load_image
+from sd4match_sdk.models.loading import load_sd_components
+from sd4match_sdk.prompts import PromptWeights
 
 POINTS = [[100.0, 120.0], [200.5, 80.25], [33.3, 250.0], [400.0, 300.0], [250.0, 200.0]]
 
@@ -64,7 +64,9 @@ def machine() -> str:
     return text
 
 
-def time_features(matcher: Matcher, images: list[np.ndarray], warmup: int, repeats: int, device: torch.device) -> list[float]:
+def time_features(
+    matcher: Matcher, images: list[np.ndarray], warmup: int, repeats: int, device: torch.device
+) -> list[float]:
     """Seconds per image over ``repeats`` passes over ``images`` (after ``warmup`` passes)."""
     times = []
     for r in range(warmup + repeats):
@@ -109,7 +111,9 @@ def compare(reference: tuple[torch.Tensor, np.ndarray], other: tuple[torch.Tenso
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="SD 2.1 architecture with random weights (default: tiny model)")
+    parser.add_argument(
+        "--full", action="store_true", help="SD 2.1 architecture with random weights (default: tiny model)"
+    )
     parser.add_argument("--model", default=None, help="a real SD 2.1 diffusers directory instead of random weights")
     parser.add_argument("--image-size", type=int, default=768)
     parser.add_argument("--ensemble", type=int, default=None, help="noise draws per image (default 8; 1 with --full)")
@@ -143,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             label = "tiny SD-2.1-shaped model (random weights)"
             components = load_sd_components(str(build_tiny_sd(work / "tiny_sd")))
         print(f"machine: {machine()}")
-        print(f"model: {label}; {args.image_size} px, t=50, ensemble {ensemble}, empty text prompt; {args.images} images x {repeats} passes (+{warmup} warm-up)")
+        print(
+            f"model: {label}; {args.image_size} px, t=50, ensemble {ensemble}, empty text prompt; {args.images} images x {repeats} passes (+{warmup} warm-up)"
+        )
 
         images = [load_image(p) for p in demo_images()][: max(1, args.images)]
         while len(images) < args.images:
@@ -172,12 +178,18 @@ def main(argv: list[str] | None = None) -> int:
         for name, out in engine_dirs.items():
             matcher = Matcher.from_pretrained(str(out), device=device)
             median, iqr = summary(time_features(matcher, images, warmup, repeats, device))
-            results[name] = {"seconds_per_image": median, "iqr": iqr, **compare(reference_outputs, outputs(matcher, images))}
+            results[name] = {
+                "seconds_per_image": median,
+                "iqr": iqr,
+                **compare(reference_outputs, outputs(matcher, images)),
+            }
             providers[name] = matcher.backend.runners["unet"].providers[0]
             del matcher
             gc.collect()
         print()
-        print(f"{'backend':<20} {'s/image':>9} {'IQR':>8} {'vs torch':>9} {'feat max|d|':>12} {'rel':>9} {'min cos':>9} {'match px':>9}")
+        print(
+            f"{'backend':<20} {'s/image':>9} {'IQR':>8} {'vs torch':>9} {'feat max|d|':>12} {'rel':>9} {'min cos':>9} {'match px':>9}"
+        )
         print(f"{'torch fp32 (' + device.type + ')':<20} {torch_median:9.3f} {torch_iqr:8.3f} {1.0:9.2f}")
         for name, r in results.items():
             if name == "torch fp32":
@@ -187,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['feature_max_abs']:12.3g} {r['feature_max_rel']:9.2g} {r['feature_min_cosine']:9.6f} {r['match_max_px']:9.3g}"
             )
         print(f"onnxruntime provider: {', '.join(f'{k}: {v}' for k, v in providers.items())}")
-        print("'vs torch' > 1 means faster than PyTorch; feature/match columns compare with PyTorch fp32 on the same noise.")
+        print(
+            "'vs torch' > 1 means faster than PyTorch; feature/match columns compare with PyTorch fp32 on the same noise."
+        )
         if args.json:
             Path(args.json).write_text(json.dumps({"machine": machine(), "model": label, "image_size": args.image_size,
                                                    "ensemble": ensemble, "device": str(device), "results": results}, indent=2))  # fmt: skip

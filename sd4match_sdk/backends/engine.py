@@ -26,7 +26,7 @@ from ..models.dino import dino_pixels
 from ..noise import ImageNoise
 from ..prompts import PromptKind
 
-__all__ = ["GraphRunner", "EngineFeatureBackend", "EngineRuntime", "load_dino_processor", "open_engine_backend"]
+__all__ = ["EngineFeatureBackend", "EngineRuntime", "GraphRunner", "load_dino_processor", "open_engine_backend"]
 
 #: Engine runtimes ``Matcher.from_pretrained(DIR, engine_runtime=...)`` accepts.
 EngineRuntime = str
@@ -36,8 +36,7 @@ ENGINE_RUNTIMES = ("auto", "onnxruntime", "tensorrt")
 class GraphRunner(Protocol):
     """Runs one graph: named CPU tensors in, named tensors out (on the runner's device)."""
 
-    def run(self, feeds: dict[str, Tensor]) -> dict[str, Tensor]:
-        ...
+    def run(self, feeds: dict[str, Tensor]) -> dict[str, Tensor]: ...
 
 
 def load_dino_processor(engine_dir: Path) -> Any:
@@ -46,7 +45,9 @@ def load_dino_processor(engine_dir: Path) -> Any:
 
     path = Path(engine_dir) / DINO_PROCESSOR_DIR
     if not path.is_dir():
-        raise EngineError(f"CPM engine {str(engine_dir)!r} lacks {DINO_PROCESSOR_DIR}/; re-export it with sd4match-export")
+        raise EngineError(
+            f"CPM engine {str(engine_dir)!r} lacks {DINO_PROCESSOR_DIR}/; re-export it with sd4match-export"
+        )
     return AutoImageProcessor.from_pretrained(str(path), backend="pil")
 
 
@@ -138,7 +139,9 @@ class EngineFeatureBackend:
         """``(P, 77, D)`` CPM contexts of P pairs from the prompt network."""
         pixels = dino_pixels(self.dino_processor, sources + targets).float()
         p = len(sources)
-        (context,) = self._run_chunked(GraphName.PROMPT_NET, {"dino_source": pixels[:p], "dino_target": pixels[p:]}, ["context"])
+        (context,) = self._run_chunked(
+            GraphName.PROMPT_NET, {"dino_source": pixels[:p], "dino_target": pixels[p:]}, ["context"]
+        )
         return context
 
     # ------------------------------------------------------------------ FeatureBackend
@@ -153,16 +156,24 @@ class EngineFeatureBackend:
         images = [img for pair in zip(sources, targets) for img in pair]
         flat_noises = [n for pair in noises for n in pair]
         flat_categories = [c for c in categories for _ in range(2)]
-        contexts = self.pair_contexts(sources, targets).repeat_interleave(2, dim=0) if self.context_mode is ContextMode.INPUT else None
+        contexts = (
+            self.pair_contexts(sources, targets).repeat_interleave(2, dim=0)
+            if self.context_mode is ContextMode.INPUT
+            else None
+        )
         return self._features(images, flat_noises, self._contexts_feed(flat_categories, contexts))
 
-    def extract_images(self, images: list[np.ndarray], categories: list[str | None], noises: list[ImageNoise]) -> Tensor:
+    def extract_images(
+        self, images: list[np.ndarray], categories: list[str | None], noises: list[ImageNoise]
+    ) -> Tensor:
         if self.context_mode is ContextMode.INPUT:
             raise ConfigError("CPM features depend on both images of a pair; use match() or match_batch()")
         return self._features(images, noises, self._contexts_feed(categories, None))
 
 
-def open_engine_backend(engine_dir: str | Path, device: torch.device, runtime: EngineRuntime = "auto") -> EngineFeatureBackend:
+def open_engine_backend(
+    engine_dir: str | Path, device: torch.device, runtime: EngineRuntime = "auto"
+) -> EngineFeatureBackend:
     """Open an engine directory with ONNX Runtime or TensorRT.
 
     Args:

@@ -14,12 +14,12 @@ from ..export.config import ContextMode, GraphName
 from ..export.manifest import EngineManifest, verify_files
 from .engine import EngineFeatureBackend, load_dino_processor
 
-__all__ = ["OnnxRuntimeRunner", "select_providers", "open_onnxruntime_backend"]
+__all__ = ["OnnxRuntimeRunner", "open_onnxruntime_backend", "select_providers"]
 
 
 def _import_onnxruntime() -> Any:
     try:
-        import onnxruntime  # noqa: PLC0415 - optional runtime, imported at use
+        import onnxruntime
     except ImportError as err:
         raise BackendUnavailableError(
             f"onnxruntime is not installed ({err}); pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA)"
@@ -70,7 +70,9 @@ class OnnxRuntimeRunner:
         return {name: torch.from_numpy(r) for name, r in zip(self.outputs, results)}
 
 
-def open_onnxruntime_backend(engine_dir: str | Path, manifest: EngineManifest, device: torch.device) -> EngineFeatureBackend:
+def open_onnxruntime_backend(
+    engine_dir: str | Path, manifest: EngineManifest, device: torch.device
+) -> EngineFeatureBackend:
     """Check the files the ONNX graphs need against the manifest and open one session per graph.
 
     Raises:

@@ -25,7 +25,7 @@ from ..export.manifest import EngineManifest, verify_files
 from ..export.tensorrt import check_plan_compatibility, cuda_compute_capability, import_tensorrt
 from .engine import EngineFeatureBackend, load_dino_processor
 
-__all__ = ["TensorRTRunner", "torch_dtype", "open_tensorrt_backend"]
+__all__ = ["TensorRTRunner", "open_tensorrt_backend", "torch_dtype"]
 
 
 def torch_dtype(trt: Any, dtype: Any) -> torch.dtype:
@@ -53,7 +53,9 @@ class TensorRTRunner:
         with torch.cuda.device(device):
             self.engine = self.runtime.deserialize_cuda_engine(Path(plan).read_bytes())
             if self.engine is None:
-                raise EngineError(f"TensorRT could not deserialize {str(plan)!r}; rebuild it with sd4match-export --engine trt")
+                raise EngineError(
+                    f"TensorRT could not deserialize {str(plan)!r}; rebuild it with sd4match-export --engine trt"
+                )
             self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -80,7 +82,9 @@ class TensorRTRunner:
         return results
 
 
-def open_tensorrt_backend(engine_dir: str | Path, manifest: EngineManifest, device: torch.device) -> EngineFeatureBackend:
+def open_tensorrt_backend(
+    engine_dir: str | Path, manifest: EngineManifest, device: torch.device
+) -> EngineFeatureBackend:
     """Check compatibility and files, then deserialize every plan.
 
     Raises:

@@ -18,19 +18,19 @@ from .config import ContextMode, EngineKind, ExportConfig, GraphName, Precision
 from .manifest import EngineManifest, read_manifest, verify_files
 
 __all__ = [
-    "ExportConfig",
-    "EngineKind",
-    "Precision",
     "ContextMode",
-    "GraphName",
+    "EngineKind",
     "EngineManifest",
+    "ExportConfig",
+    "GraphName",
+    "Precision",
+    "export_engine",
     "read_manifest",
     "verify_files",
-    "export_engine",
 ]
 
 
-def export_engine(config: ExportConfig, log=print, components=None) -> EngineManifest:  # noqa: ANN001
+def export_engine(config: ExportConfig, log=print, components=None) -> EngineManifest:
     """Write an engine directory; see :func:`sd4match_sdk.export.engine.export_engine`."""
     from .engine import export_engine as _export_engine
 

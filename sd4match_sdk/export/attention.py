@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 
-__all__ = ["ExportAttnProcessor", "attention", "set_export_attention", "DEFAULT_QUERY_CHUNK"]
+__all__ = ["DEFAULT_QUERY_CHUNK", "ExportAttnProcessor", "attention", "set_export_attention"]
 
 #: Query rows per chunk: at SD 2.1's 96x96 level one chunk of logits is
 #: ``E * 5 heads * 1024 * 9216 * 4 B`` = 1.5 GB per image for E=8 in float32.
@@ -63,8 +63,8 @@ def attention(query: Tensor, key: Tensor, value: Tensor, scale: float, query_chu
 class ExportAttnProcessor:
     """A diffusers attention processor that calls :func:`attention`.
 
-    Handles the configuration SD 2.1 uses (no spatial/group norm, no q/k norm, no mask); others
-    raise :class:`~sd4match_sdk.errors.ConfigError` at the first call.
+    Handles the configurations SD 2.1 uses (UNet transformers; the VAE mid-block with its group
+    norm and residual); spatial norms, q/k norms and masks raise :class:`~sd4match_sdk.errors.ConfigError` at the first call.
 
     Args:
         query_chunk: query rows per chunk (``None``: no chunking).
@@ -85,14 +85,17 @@ class ExportAttnProcessor:
         *args: Any,
         **kwargs: Any,
     ) -> Tensor:
-        unsupported = [n for n in ("spatial_norm", "group_norm", "norm_q", "norm_k") if getattr(attn, n, None) is not None]
+        unsupported = [n for n in ("spatial_norm", "norm_q", "norm_k") if getattr(attn, n, None) is not None]
         if unsupported or attention_mask is not None or getattr(attn, "norm_cross", None):
-            raise ConfigError(f"the exported attention supports SD 2.1's configuration only (found {unsupported or 'a mask/norm_cross'})")
+            found = unsupported or "a mask/norm_cross"
+            raise ConfigError(f"the exported attention supports SD 2.1's UNet/VAE configurations only (found {found})")
         residual = hidden_states
         spatial = hidden_states.ndim == 4
         if spatial:
             b, c, h, w = hidden_states.shape
             hidden_states = hidden_states.reshape(b, c, h * w).transpose(1, 2)
+        if attn.group_norm is not None:  # the VAE's mid-block attention normalises inside
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
         batch, heads = query.shape[0], attn.heads

@@ -6,7 +6,7 @@ the C++ consumer (see ``docs/export.md``): change one and every reader must foll
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ..config import FeatureConfig
@@ -14,20 +14,20 @@ from ..errors import ConfigError
 from .attention import DEFAULT_QUERY_CHUNK
 
 __all__ = [
-    "EngineKind",
-    "Precision",
-    "ContextMode",
-    "GraphName",
-    "ExportConfig",
     "BATCH_DIM",
-    "PAIRS_DIM",
-    "EXTERNAL_DATA_THRESHOLD",
     "DEFAULT_OPSET",
-    "onnx_file",
-    "onnx_data_file",
-    "plan_file",
     "DINO_PROCESSOR_DIR",
+    "EXTERNAL_DATA_THRESHOLD",
+    "PAIRS_DIM",
     "TIMING_CACHE_FILE",
+    "ContextMode",
+    "EngineKind",
+    "ExportConfig",
+    "GraphName",
+    "Precision",
+    "onnx_data_file",
+    "onnx_file",
+    "plan_file",
 ]
 
 #: Name of the dynamic image-batch axis in every graph (VAE encoder, UNet).
@@ -124,7 +124,7 @@ class ExportConfig:
     opset: int = DEFAULT_OPSET
     dino: str | None = None
     categories: tuple[str, ...] = ()
-    feature: FeatureConfig = FeatureConfig()
+    feature: FeatureConfig = field(default_factory=FeatureConfig)
     overwrite: bool = False
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
     workspace_gib: float = 8.0

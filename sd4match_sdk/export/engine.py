@@ -16,11 +16,13 @@ input for CPM prompts, whose prompt network becomes its own graph.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import platform
 import shutil
+from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from ..errors import ConfigError
 from ..models.features import SDFeatureExtractor
 from ..models.loading import SDComponents, load_dino, load_sd_components
 from ..prompts import PromptContexts, PromptKind, PromptWeights, load_prompt
+from .attention import set_export_attention
 from .config import (
     BATCH_DIM,
     DINO_PROCESSOR_DIR,
@@ -63,10 +66,9 @@ from .manifest import (
     write_manifest,
 )
 from .onnx import ExportedGraph, export_onnx_graph
-from .attention import set_export_attention
 from .precision import to_float16_safe
 
-__all__ = ["export_engine", "add_tensorrt_plans", "context_mode_for", "TENSOR_DESCRIPTIONS", "library_versions"]
+__all__ = ["TENSOR_DESCRIPTIONS", "add_tensorrt_plans", "context_mode_for", "export_engine", "library_versions"]
 
 #: Manifest descriptions of every graph tensor: layout, dtype, value range.
 TENSOR_DESCRIPTIONS = {
@@ -143,7 +145,9 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _unet_graph(extractor: SDFeatureExtractor, prompt: PromptContexts, mode: ContextMode, categories: tuple[str, ...]) -> tuple[torch.nn.Module, list[str]]:
+def _unet_graph(
+    extractor: SDFeatureExtractor, prompt: PromptContexts, mode: ContextMode, categories: tuple[str, ...]
+) -> tuple[torch.nn.Module, list[str]]:
     if mode is ContextMode.FIXED:
         return FixedContextUNetGraph(extractor, prompt.fixed(None)), ["latents", "noise"]
     if mode is ContextMode.TABLE:
@@ -152,7 +156,9 @@ def _unet_graph(extractor: SDFeatureExtractor, prompt: PromptContexts, mode: Con
     return InputContextUNetGraph(extractor), ["latents", "noise", "context"]
 
 
-def _example_unet_inputs(names: list[str], latent: tuple[int, int, int], ensemble: int, context: tuple[int, int], k: int) -> tuple[torch.Tensor, ...]:
+def _example_unet_inputs(
+    names: list[str], latent: tuple[int, int, int], ensemble: int, context: tuple[int, int], k: int
+) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(0)
     b = 2  # dynamic axes must not be exported at size 1
     examples = {
@@ -176,7 +182,9 @@ def _graph_entry(graph: ExportedGraph, precision: Precision) -> GraphEntry:
 
 def _hash_files(out: Path) -> dict[str, FileEntry]:
     files = {}
-    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST_FILE and not p.name.endswith(".tmp")):
+    for path in sorted(
+        p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST_FILE and not p.name.endswith(".tmp")
+    ):
         files[path.relative_to(out).as_posix()] = FileEntry(file_sha256(path), path.stat().st_size)
     return files
 
@@ -222,28 +230,47 @@ def _preprocessing(config: ExportConfig, dino_processor: Any) -> dict[str, Any]:
     return info
 
 
-def _export_vae(extractor: SDFeatureExtractor, feature: Any, out: Path, common: dict[str, Any], log: Any) -> ExportedGraph:
+@contextlib.contextmanager
+def _restore_attention(*models: Any) -> Iterator[None]:
+    """Give diffusers models back their attention processors after the export replaced them."""
+    saved = [model.attn_processors for model in models]
+    try:
+        yield
+    finally:
+        for model, processors in zip(models, saved):
+            model.set_attn_processor(processors)
+
+
+def _export_vae(
+    extractor: SDFeatureExtractor, config: ExportConfig, out: Path, common: dict[str, Any], log: Any
+) -> ExportedGraph:
+    # The VAE's mid-block attends over all S/8 x S/8 positions too (9216 at 768 px): chunk it as the UNet.
+    set_export_attention(extractor.vae, config.attention_chunk or None, upcast=False)
     log(f"exporting {onnx_file(GraphName.VAE_ENCODER)} ...")
     g = torch.Generator().manual_seed(0)
-    size = feature.image_size
+    size = config.feature.image_size
     pixels = torch.rand((2, 3, size, size), generator=g) * 2 - 1
     eps = torch.randn((2, *extractor.latent_shape(size)), generator=g)
     batch_axis = {0: BATCH_DIM}
+    dynamic = {"pixels": batch_axis, "eps_vae": batch_axis, "latents": batch_axis}
+    path = out / onnx_file(GraphName.VAE_ENCODER)
     return export_onnx_graph(
-        VaeEncoderGraph(extractor), (pixels, eps), out / onnx_file(GraphName.VAE_ENCODER), ["pixels", "eps_vae"], ["latents"],
-        {"pixels": batch_axis, "eps_vae": batch_axis, "latents": batch_axis}, **common,
-    )  # fmt: skip
+        VaeEncoderGraph(extractor), (pixels, eps), path, ["pixels", "eps_vae"], ["latents"], dynamic, **common
+    )
 
 
-def _export_prompt_net(graph: PromptNetworkGraph, processor: Any, out: Path, common: dict[str, Any], log: Any) -> ExportedGraph:
+def _export_prompt_net(
+    graph: PromptNetworkGraph, processor: Any, out: Path, common: dict[str, Any], log: Any
+) -> ExportedGraph:
     log(f"exporting {onnx_file(GraphName.PROMPT_NET)} ...")
     crop = processor.crop_size
     pixels = torch.randn((2, 3, crop["height"], crop["width"]), generator=torch.Generator().manual_seed(0))
     pairs_axis = {0: PAIRS_DIM}
+    dynamic = {"dino_source": pairs_axis, "dino_target": pairs_axis, "context": pairs_axis}
+    path = out / onnx_file(GraphName.PROMPT_NET)
     return export_onnx_graph(
-        graph, (pixels, pixels.flip(0)), out / onnx_file(GraphName.PROMPT_NET), ["dino_source", "dino_target"], ["context"],
-        {"dino_source": pairs_axis, "dino_target": pairs_axis, "context": pairs_axis}, **common,
-    )  # fmt: skip
+        graph, (pixels, pixels.flip(0)), path, ["dino_source", "dino_target"], ["context"], dynamic, **common
+    )
 
 
 def _export_unet(
@@ -273,7 +300,13 @@ def _export_unet(
     examples = _example_unet_inputs(inputs, latent, config.feature.ensemble, text_shape, max(len(categories), 1))
     outputs = ["features", "features_normalized"]
     return export_onnx_graph(
-        module, examples, out / onnx_file(GraphName.UNET), inputs, outputs, {name: {0: BATCH_DIM} for name in (*inputs, *outputs)}, **common
+        module,
+        examples,
+        out / onnx_file(GraphName.UNET),
+        inputs,
+        outputs,
+        {name: {0: BATCH_DIM} for name in (*inputs, *outputs)},
+        **common,
     )
 
 
@@ -313,22 +346,31 @@ def export_engine(config: ExportConfig, log: Any = print, components: SDComponen
     extractor = SDFeatureExtractor(components.vae, components.unet, components.scheduler, feature.timestep).eval()
     prompt = PromptContexts(weights, components.tokenizer, components.text_encoder)
     categories = tuple(weights.categories) if weights.kind is PromptKind.CLASS else config.categories
-    common = dict(opset=config.opset, descriptions=TENSOR_DESCRIPTIONS, external_data_threshold=config.external_data_threshold)
+    common = {
+        "opset": config.opset,
+        "descriptions": TENSOR_DESCRIPTIONS,
+        "external_data_threshold": config.external_data_threshold,
+    }
 
-    exported = {GraphName.VAE_ENCODER: (_export_vae(extractor, feature, out, common, log), Precision.FP32)}
+    text_shape = (
+        int(components.text_encoder.config.max_position_embeddings),
+        int(components.text_encoder.config.hidden_size),
+    )
     dino_processor = None
-    if mode is ContextMode.INPUT:
-        dino, dino_processor = load_dino(config.dino)
-        dino_processor.save_pretrained(out / DINO_PROCESSOR_DIR)
-        graph = _export_prompt_net(PromptNetworkGraph(dino, prompt.cpm, components.text_encoder, *prompt.special_tokens()), dino_processor, out, common, log)  # type: ignore[arg-type]
-        exported[GraphName.PROMPT_NET] = (graph, Precision.FP32)
-    text_shape = (int(components.text_encoder.config.max_position_embeddings), int(components.text_encoder.config.hidden_size))
-    processors = components.unet.attn_processors  # restored below: callers' models keep their attention
-    try:
-        unet = _export_unet(extractor, components, copy_for_fp16, prompt, mode, categories, config, text_shape, out, common, log)
-    finally:
-        components.unet.set_attn_processor(processors)
-    exported[GraphName.UNET] = (unet, config.dtype)
+    with _restore_attention(components.vae, components.unet):  # callers' models keep their attention
+        exported = {GraphName.VAE_ENCODER: (_export_vae(extractor, config, out, common, log), Precision.FP32)}
+        if mode is ContextMode.INPUT:
+            dino, dino_processor = load_dino(config.dino)
+            dino_processor.save_pretrained(out / DINO_PROCESSOR_DIR)
+            network = PromptNetworkGraph(dino, prompt.cpm, components.text_encoder, *prompt.special_tokens())  # type: ignore[arg-type]
+            exported[GraphName.PROMPT_NET] = (
+                _export_prompt_net(network, dino_processor, out, common, log),
+                Precision.FP32,
+            )
+        unet = _export_unet(
+            extractor, components, copy_for_fp16, prompt, mode, categories, config, text_shape, out, common, log
+        )
+        exported[GraphName.UNET] = (unet, config.dtype)
     scaling_factor = extractor.scaling_factor
     alpha_bar = float(components.scheduler.alphas_cumprod[feature.timestep])
     latent = extractor.latent_shape(feature.image_size)
@@ -357,14 +399,24 @@ def export_engine(config: ExportConfig, log: Any = print, components: SDComponen
         files=_hash_files(out),
         libraries=library_versions(),
         preprocessing=_preprocessing(config, dino_processor),
-        prompt={k: v for k, v in {**weights.metadata, "text": weights.text, "source": str(config.prompt) if config.prompt else None}.items() if v is not None},
+        prompt={
+            k: v
+            for k, v in {
+                **weights.metadata,
+                "text": weights.text,
+                "source": str(config.prompt) if config.prompt else None,
+            }.items()
+            if v is not None
+        },
         model=str(config.model),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     write_manifest(out, manifest)  # a complete ONNX engine, even if the TensorRT build below fails
     log(f"wrote {out / MANIFEST_FILE}")
     if trt is not None:
-        manifest = add_tensorrt_plans(out, opt_batch=config.tuned_batch, workspace_gib=config.workspace_gib, log=log, trt=trt)
+        manifest = add_tensorrt_plans(
+            out, opt_batch=config.tuned_batch, workspace_gib=config.workspace_gib, log=log, trt=trt
+        )
     return manifest
 
 
@@ -409,7 +461,14 @@ def add_tensorrt_plans(
     for name, graph in manifest.graphs.items():
         profiles[name] = profile_shapes(graph.inputs, manifest.max_batch, opt)
         log(f"building {plan_file(name)} with TensorRT {trt.__version__} (compute capability {compute_capability}) ...")
-        build_plan(out / graph.onnx, out / plan_file(name), profiles[name], out / TIMING_CACHE_FILE, int(workspace_gib * (1 << 30)), trt)
+        build_plan(
+            out / graph.onnx,
+            out / plan_file(name),
+            profiles[name],
+            out / TIMING_CACHE_FILE,
+            int(workspace_gib * (1 << 30)),
+            trt,
+        )
         graphs[name] = replace(graph, plan=plan_file(name))
     manifest = replace(
         manifest,

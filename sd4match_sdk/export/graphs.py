@@ -29,11 +29,11 @@ from ..models.text import encode_token_embeddings
 from ..ops.matching import l2_normalize
 
 __all__ = [
-    "VaeEncoderGraph",
     "FixedContextUNetGraph",
-    "TableContextUNetGraph",
     "InputContextUNetGraph",
     "PromptNetworkGraph",
+    "TableContextUNetGraph",
+    "VaeEncoderGraph",
 ]
 
 
@@ -120,7 +120,9 @@ class PromptNetworkGraph(nn.Module):
         sos, eos: ``(1, 1, D)`` SOS+pos0 and EOS+pos76 embeddings.
     """
 
-    def __init__(self, dino: nn.Module, cpm: ConditionalPromptModule, text_encoder: nn.Module, sos: Tensor, eos: Tensor) -> None:
+    def __init__(
+        self, dino: nn.Module, cpm: ConditionalPromptModule, text_encoder: nn.Module, sos: Tensor, eos: Tensor
+    ) -> None:
         super().__init__()
         self.dino = dino
         self.cpm = cpm
@@ -134,4 +136,3 @@ class PromptNetworkGraph(nn.Module):
         tokens = self.dino(pixel_values=pixels).last_hidden_state[:, 1:, :].float()  # CLS dropped
         learned = self.cpm(tokens[:pairs], tokens[pairs:])
         return (encode_token_embeddings(self.text_encoder, assemble_prompt(learned, self.sos, self.eos)).float(),)
-

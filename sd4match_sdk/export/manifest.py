@@ -28,20 +28,20 @@ from .._version import __version__
 from ..errors import EngineError
 
 __all__ = [
-    "MANIFEST_FILE",
     "ENGINE_FORMAT",
     "FORMAT_VERSION",
-    "TensorSpec",
-    "GraphEntry",
-    "FileEntry",
-    "TensorRTInfo",
+    "MANIFEST_FILE",
     "EngineManifest",
+    "FileEntry",
+    "GraphEntry",
+    "TensorRTInfo",
+    "TensorSpec",
+    "check_sdk_compatible",
     "file_sha256",
     "parse_version",
-    "check_sdk_compatible",
     "read_manifest",
-    "write_manifest",
     "verify_files",
+    "write_manifest",
 ]
 
 MANIFEST_FILE = "manifest.json"
@@ -298,13 +298,16 @@ def read_manifest(engine_dir: str | os.PathLike) -> EngineManifest:
     """
     path = Path(engine_dir) / MANIFEST_FILE
     if not path.is_file():
-        raise EngineError(f"{str(path)!r} not found: {str(engine_dir)!r} is not an engine directory (or the export did not finish)")
+        raise EngineError(
+            f"{str(path)!r} not found: {str(engine_dir)!r} is not an engine directory (or the export did not finish)"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise EngineError(f"cannot read {str(path)!r} ({err}); {_REEXPORT}") from None
-    if not isinstance(data, dict) or data.get("format") != ENGINE_FORMAT:
-        raise EngineError(f"{str(path)!r} is not an sd4match engine manifest (format={data.get('format') if isinstance(data, dict) else None!r})")
+    marker = data.get("format") if isinstance(data, dict) else None
+    if marker != ENGINE_FORMAT:
+        raise EngineError(f"{str(path)!r} is not an sd4match engine manifest (format={marker!r})")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
         raise EngineError(
@@ -315,7 +318,9 @@ def read_manifest(engine_dir: str | os.PathLike) -> EngineManifest:
     try:
         return EngineManifest.from_dict(data)
     except (KeyError, TypeError, ValueError) as err:
-        raise EngineError(f"{str(path)!r} is incomplete or malformed ({type(err).__name__}: {err}); {_REEXPORT}") from None
+        raise EngineError(
+            f"{str(path)!r} is incomplete or malformed ({type(err).__name__}: {err}); {_REEXPORT}"
+        ) from None
 
 
 def write_manifest(engine_dir: str | os.PathLike, manifest: EngineManifest) -> Path:

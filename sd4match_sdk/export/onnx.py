@@ -10,6 +10,7 @@ the graph, so the directory can be moved as a whole.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import inspect
 import logging
 import warnings
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import EngineError
+from ..errors import BackendUnavailableError, EngineError
 from .config import EXTERNAL_DATA_THRESHOLD, onnx_data_file
 from .manifest import TensorSpec
 
@@ -69,11 +70,15 @@ def _dynamic_shapes(module: nn.Module, dynamic: dict[str, dict[int, str]]) -> di
     shapes: dict[str, Any] = {}
     for arg in params:
         axes = dynamic.get(arg, {})
-        shapes[arg] = {axis: dims.setdefault(name, torch.export.Dim(name, min=1)) for axis, name in axes.items()} or None
+        shapes[arg] = {
+            axis: dims.setdefault(name, torch.export.Dim(name, min=1)) for axis, name in axes.items()
+        } or None
     return shapes
 
 
-def read_tensor_specs(path: str | Path, descriptions: dict[str, str] | None = None) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+def read_tensor_specs(
+    path: str | Path, descriptions: dict[str, str] | None = None
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """Inputs and outputs of an ONNX file (names, numpy dtypes, shapes; strings are dynamic axes)."""
     import onnx
     from onnx import helper
@@ -133,6 +138,8 @@ def export_onnx_graph(
         EngineError: the exporter failed.
     """
     path = Path(path)
+    if importlib.util.find_spec("onnxscript") is None:
+        raise BackendUnavailableError("exporting needs onnxscript (torch.onnx's exporter): pip install onnxscript")
     module = module.eval()
     if list(inspect.signature(module.forward).parameters) != list(input_names):
         raise EngineError(f"internal: {type(module).__name__}.forward arguments differ from {input_names}")

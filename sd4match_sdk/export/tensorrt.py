@@ -30,11 +30,11 @@ from .manifest import TensorRTInfo, TensorSpec
 
 __all__ = [
     "MIN_TENSORRT_MAJOR",
-    "import_tensorrt",
-    "cuda_compute_capability",
-    "profile_shapes",
-    "check_plan_compatibility",
     "build_plan",
+    "check_plan_compatibility",
+    "cuda_compute_capability",
+    "import_tensorrt",
+    "profile_shapes",
 ]
 
 MIN_TENSORRT_MAJOR = 10
@@ -51,12 +51,16 @@ def import_tensorrt() -> Any:
         BackendUnavailableError: TensorRT is missing, a stub, or older than 10.
     """
     try:
-        import tensorrt as trt  # noqa: PLC0415 - optional runtime, imported at use
-    except Exception as err:  # ImportError, or a stub failing to find libnvinfer
-        raise BackendUnavailableError(f"TensorRT is not available ({type(err).__name__}: {err}); {_INSTALL_HINT}") from None
+        import tensorrt as trt
+    except Exception as err:  # noqa: BLE001 - ImportError, or a stub failing to load libnvinfer
+        raise BackendUnavailableError(
+            f"TensorRT is not available ({type(err).__name__}: {err}); {_INSTALL_HINT}"
+        ) from None
     version = str(getattr(trt, "__version__", "0"))
     if not hasattr(trt, "Builder") or not hasattr(trt, "Runtime"):
-        raise BackendUnavailableError(f"the installed 'tensorrt' package ({version}) has no builder/runtime; {_INSTALL_HINT}")
+        raise BackendUnavailableError(
+            f"the installed 'tensorrt' package ({version}) has no builder/runtime; {_INSTALL_HINT}"
+        )
     try:
         major = int(version.split(".")[0])
     except ValueError:
@@ -75,7 +79,9 @@ def cuda_compute_capability(device: Any = None) -> tuple[str, str]:
     import torch
 
     if not torch.cuda.is_available():
-        raise BackendUnavailableError("TensorRT needs a CUDA GPU, and torch sees none (torch.cuda.is_available() is False)")
+        raise BackendUnavailableError(
+            "TensorRT needs a CUDA GPU, and torch sees none (torch.cuda.is_available() is False)"
+        )
     major, minor = torch.cuda.get_device_capability(device)
     return f"{major}.{minor}", torch.cuda.get_device_name(device)
 

@@ -60,9 +60,13 @@ def export_prompts(export_root: Path) -> dict[str, Path]:
     """Prompt files of every learned kind, sized for the tiny model (text width 32)."""
     g = torch.Generator().manual_seed(0)
     single = PromptWeights(PromptKind.SINGLE, token_embeds={"dataset": torch.randn((1, 77, 32), generator=g)})
-    classes = PromptWeights(PromptKind.CLASS, token_embeds={c: torch.randn((1, 77, 32), generator=g) for c in CLASS_NAMES})
+    classes = PromptWeights(
+        PromptKind.CLASS, token_embeds={c: torch.randn((1, 77, 32), generator=g) for c in CLASS_NAMES}
+    )
     torch.manual_seed(0)
-    cpm = PromptWeights(PromptKind.CPM, cpm_state=ConditionalPromptModule(CPMConfig(dino_dim=32, text_dim=32)).state_dict())
+    cpm = PromptWeights(
+        PromptKind.CPM, cpm_state=ConditionalPromptModule(CPMConfig(dino_dim=32, text_dim=32)).state_dict()
+    )
     return {
         "single": save_prompt(export_root / "single.safetensors", single),
         "class": save_prompt(export_root / "class.safetensors", classes),
@@ -103,7 +107,9 @@ def engine_class(export_root: Path, export_tiny_sd: Path, export_prompts: dict[s
 
 
 @pytest.fixture(scope="session")
-def engine_cpm(export_root: Path, export_tiny_sd: Path, export_tiny_dino: Path, export_prompts: dict[str, Path]) -> Path:
+def engine_cpm(
+    export_root: Path, export_tiny_sd: Path, export_tiny_dino: Path, export_prompts: dict[str, Path]
+) -> Path:
     return _export(
         model=str(export_tiny_sd), out=str(export_root / "engine_cpm"), prompt=str(export_prompts["cpm"]),
         dino=str(export_tiny_dino), feature=SMALL, max_batch=4,

@@ -25,7 +25,12 @@ def test_chunked_attention_equals_sdpa(chunk):
 @pytest.mark.parametrize("lk", [7, 40])
 def test_cross_attention_short_and_long_keys(lk):
     q, k, v = _qkv(lq=50, lk=lk)
-    torch.testing.assert_close(attention(q, k, v, 0.3, 16, upcast=False), F.scaled_dot_product_attention(q, k, v, scale=0.3), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        attention(q, k, v, 0.3, 16, upcast=False),
+        F.scaled_dot_product_attention(q, k, v, scale=0.3),
+        atol=1e-6,
+        rtol=1e-5,
+    )
 
 
 def test_upcast_keeps_float16_logits_from_overflowing():
@@ -38,6 +43,23 @@ def test_upcast_keeps_float16_logits_from_overflowing():
     torch.testing.assert_close(half.float(), reference, atol=2e-2, rtol=1e-2)
     naive = torch.softmax(torch.matmul(q.half(), k.half().transpose(-1, -2)), dim=-1)
     assert not torch.isfinite(naive).all()  # what upcast_attention protects against
+
+
+def test_processor_equals_the_vae_mid_block_attention():
+    """The VAE's attention: group norm inside, spatial input, residual connection, rescale."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    torch.manual_seed(0)
+    attn = Attention(
+        query_dim=16, heads=1, dim_head=16, rescale_output_factor=1.0, eps=1e-6, norm_num_groups=4,
+        residual_connection=True, bias=True, upcast_softmax=True, _from_deprecated_attn_block=True,
+    ).eval()  # fmt: skip
+    hidden = torch.randn(2, 16, 6, 6)
+    with torch.no_grad():
+        attn.set_processor(AttnProcessor2_0())
+        expected = attn(hidden)
+        attn.set_processor(ExportAttnProcessor(query_chunk=5))
+        torch.testing.assert_close(attn(hidden), expected, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("spatial", [False, True])
@@ -62,6 +84,12 @@ def test_processor_equals_diffusers_attention_module(spatial):
 def test_set_export_attention_counts_modules():
     from diffusers.models.attention_processor import Attention
 
-    model = torch.nn.ModuleList([Attention(query_dim=8, heads=1, dim_head=8), torch.nn.Linear(2, 2), Attention(query_dim=8, heads=2, dim_head=4)])
+    model = torch.nn.ModuleList(
+        [
+            Attention(query_dim=8, heads=1, dim_head=8),
+            torch.nn.Linear(2, 2),
+            Attention(query_dim=8, heads=2, dim_head=4),
+        ]
+    )
     assert set_export_attention(model, 4, upcast=False) == 2
     assert all(isinstance(m.processor, ExportAttnProcessor) for m in model if hasattr(m, "to_q"))

@@ -33,7 +33,9 @@ def test_bad_options(tmp_path, export_tiny_sd, capsys):
     assert "max_batch must be >= 1" in capsys.readouterr().err
     assert main(["--model", str(export_tiny_sd), "--out", str(tmp_path / "e"), "--categories", "cat,dog"]) == 2
     assert "--categories applies only" in capsys.readouterr().err
-    assert main(["--model", str(export_tiny_sd), "--prompt", "a photo of a {category}", "--out", str(tmp_path / "e")]) == 2
+    assert (
+        main(["--model", str(export_tiny_sd), "--prompt", "a photo of a {category}", "--out", str(tmp_path / "e")]) == 2
+    )
     assert "pass the categories" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "e"), "--plans-only"]) == 2
     assert "pass --engine trt" in capsys.readouterr().err
@@ -43,6 +45,14 @@ def test_bad_options(tmp_path, export_tiny_sd, capsys):
 def test_parser_choices():
     parser = build_parser()
     args = parser.parse_args(["--out", "d"])
-    assert (args.engine, args.dtype, args.max_batch, args.opset, args.image_size, args.timestep, args.ensemble) == ("onnx", "fp32", 16, 18, 768, 50, 8)
+    assert (args.engine, args.dtype, args.max_batch, args.opset, args.image_size, args.timestep, args.ensemble) == (
+        "onnx",
+        "fp32",
+        16,
+        18,
+        768,
+        50,
+        8,
+    )
     with pytest.raises(SystemExit):
         parser.parse_args(["--out", "d", "--engine", "openvino"])

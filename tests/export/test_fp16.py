@@ -13,12 +13,13 @@ from sd4match_sdk.demo import demo_images
 from sd4match_sdk.export.manifest import read_manifest
 
 
-
 def _op_input_types(path) -> dict[str, collections.Counter]:
     import onnx
 
     model = onnx.load(str(path))
-    types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    types = {
+        v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]
+    }
     types.update({i.name: i.data_type for i in model.graph.initializer})
     seen: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for node in model.graph.node:
@@ -45,7 +46,7 @@ def test_fp16_feature_error_is_small(engine_fp16, engine_single, small_feature):
     fp32 = Matcher.from_pretrained(str(engine_single)).features(a, seed=0).features
     try:
         fp16 = Matcher.from_pretrained(str(engine_fp16)).features(a, seed=0).features
-    except Exception as err:  # an ONNX Runtime build without fp16 CPU kernels
+    except Exception as err:  # noqa: BLE001 - an ONNX Runtime build without fp16 CPU kernels
         pytest.skip(f"this onnxruntime cannot run the fp16 graph on the CPU: {err}")
     relative = ((fp16 - fp32).abs().max() / fp32.abs().max()).item()
     cosine = torch.nn.functional.cosine_similarity(fp16, fp32, dim=1)

@@ -22,7 +22,6 @@ from sd4match_sdk.export.manifest import (
 )
 
 
-
 def _edit_manifest(engine: Path, **changes) -> None:
     path = engine / "manifest.json"
     data = json.loads(path.read_text())
@@ -35,8 +34,19 @@ class TestContent:
         data = json.loads((engine_single / "manifest.json").read_text())
         assert data["format"] == "sd4match-engine" and data["format_version"] == FORMAT_VERSION
         assert data["sdk_version"] == __version__
-        assert (data["engine"], data["precision"], data["prompt_kind"], data["context_mode"]) == ("onnx", "fp32", "single", "fixed")
-        assert (data["image_size"], data["timestep"], data["ensemble"], data["max_batch"], data["opset"]) == (256, 50, 2, 4, 18)
+        assert (data["engine"], data["precision"], data["prompt_kind"], data["context_mode"]) == (
+            "onnx",
+            "fp32",
+            "single",
+            "fixed",
+        )
+        assert (data["image_size"], data["timestep"], data["ensemble"], data["max_batch"], data["opset"]) == (
+            256,
+            50,
+            2,
+            4,
+            18,
+        )
         assert data["latent_shape"] == [4, 32, 32] and data["feature_shape"] == [64, 16, 16]
         assert data["scaling_factor"] == pytest.approx(0.18215)
         # SPEC 10: t=50 gives add_noise coefficients (0.97549, 0.22005)
@@ -55,7 +65,10 @@ class TestContent:
             ("eps_vae", "float32", ("batch", 4, 32, 32)),
         ]
         assert [(s.name, s.shape) for s in vae.outputs] == [("latents", ("batch", 4, 32, 32))]
-        assert [(s.name, s.shape) for s in unet.inputs] == [("latents", ("batch", 4, 32, 32)), ("noise", ("batch", 2, 4, 32, 32))]
+        assert [(s.name, s.shape) for s in unet.inputs] == [
+            ("latents", ("batch", 4, 32, 32)),
+            ("noise", ("batch", 2, 4, 32, 32)),
+        ]
         assert [(s.name, s.dtype, s.shape) for s in unet.outputs] == [
             ("features", "float32", ("batch", 64, 16, 16)),
             ("features_normalized", "float32", ("batch", 64, 16, 16)),
@@ -74,14 +87,19 @@ class TestContent:
         context = cpm.graphs["unet"].inputs[2]
         assert (context.name, context.shape) == ("context", ("batch", 77, 32))
         net = cpm.graphs["prompt_net"]
-        assert [(s.name, s.shape) for s in net.inputs] == [("dino_source", ("pairs", 3, 224, 224)), ("dino_target", ("pairs", 3, 224, 224))]
+        assert [(s.name, s.shape) for s in net.inputs] == [
+            ("dino_source", ("pairs", 3, 224, 224)),
+            ("dino_target", ("pairs", 3, 224, 224)),
+        ]
         assert [(s.name, s.shape) for s in net.outputs] == [("context", ("pairs", 77, 32))]
         assert "dino_processor/preprocessor_config.json" in cpm.files
         assert cpm.preprocessing["dino_image"]["center_crop"] == [224, 224]
 
     def test_every_file_is_hashed(self, engine_class):
         manifest = read_manifest(engine_class)
-        on_disk = {p.relative_to(engine_class).as_posix() for p in engine_class.rglob("*") if p.is_file()} - {"manifest.json"}
+        on_disk = {p.relative_to(engine_class).as_posix() for p in engine_class.rglob("*") if p.is_file()} - {
+            "manifest.json"
+        }
         assert set(manifest.files) == on_disk
         for name, entry in manifest.files.items():
             content = (engine_class / name).read_bytes()
@@ -169,7 +187,13 @@ class TestSdkVersionRules:
 
     @pytest.mark.parametrize(
         "written, running, message",
-        [("1.3.0", "1.2.0", "newer"), ("2.0.0", "1.9.0", "newer"), ("1.9.0", "2.0.0", "does not read"), ("0.1.0", "0.2.0", "does not read"), ("0.2.0", "0.1.0", "newer")],
+        [
+            ("1.3.0", "1.2.0", "newer"),
+            ("2.0.0", "1.9.0", "newer"),
+            ("1.9.0", "2.0.0", "does not read"),
+            ("0.1.0", "0.2.0", "does not read"),
+            ("0.2.0", "0.1.0", "newer"),
+        ],
     )
     def test_incompatible(self, written, running, message):
         with pytest.raises(EngineError, match=message):

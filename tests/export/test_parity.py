@@ -17,7 +17,6 @@ from sd4match_sdk.images import load_image, sd_pixels
 from sd4match_sdk.noise import draw_pair_noise
 from sd4match_sdk.ops.matching import l2_normalize
 
-
 FEATURE_ATOL = 1e-4
 MATCH_ATOL_PX = 0.05
 POINTS = [[100.0, 120.0], [200.5, 80.25], [33.3, 250.0], [400.0, 300.0]]
@@ -64,11 +63,15 @@ class TestSingle:
         engine = Matcher.from_pretrained(str(engine_single))
         assert engine.backend.name == "onnxruntime" and engine.feature_config == reference.feature_config
         fa = engine.features(images[0], seed=1)
-        torch.testing.assert_close(fa.features, reference.features(images[0], seed=1).features, atol=FEATURE_ATOL, rtol=0)
+        torch.testing.assert_close(
+            fa.features, reference.features(images[0], seed=1).features, atol=FEATURE_ATOL, rtol=0
+        )
         _assert_pair_features_equal(reference, engine, images, None)
         _assert_pairs_equal(reference, engine, images, None)
 
-    def test_graph_outputs_raw_and_normalised_maps(self, engine_single, export_tiny_sd, export_prompts, images, small_feature):
+    def test_graph_outputs_raw_and_normalised_maps(
+        self, engine_single, export_tiny_sd, export_prompts, images, small_feature
+    ):
         """The VAE graph equals encode_latents; the UNet graph's two outputs are the raw mean and its L2 norm."""
         import onnxruntime as ort
 
@@ -78,7 +81,9 @@ class TestSingle:
 
         parts = load_sd_components(str(export_tiny_sd))
         extractor = SDFeatureExtractor(parts.vae, parts.unet, parts.scheduler, small_feature.timestep)
-        context = PromptContexts(load_prompt(str(export_prompts["single"])), parts.tokenizer, parts.text_encoder).fixed()
+        context = PromptContexts(
+            load_prompt(str(export_prompts["single"])), parts.tokenizer, parts.text_encoder
+        ).fixed()
         g = torch.Generator().manual_seed(0)
         pixels = torch.cat([sd_pixels(img, small_feature.image_size) for img in images])
         eps = torch.randn((2, 4, 32, 32), generator=g)
@@ -90,7 +95,9 @@ class TestSingle:
         (got_latents,) = vae.run(None, {"pixels": pixels.numpy(), "eps_vae": eps.numpy()})
         np.testing.assert_allclose(got_latents, latents.numpy(), atol=1e-5, rtol=0)
         unet = ort.InferenceSession(str(engine_single / "unet.onnx"), providers=["CPUExecutionProvider"])
-        features, normalized = unet.run(["features", "features_normalized"], {"latents": latents.numpy(), "noise": noise.numpy()})
+        features, normalized = unet.run(
+            ["features", "features_normalized"], {"latents": latents.numpy(), "noise": noise.numpy()}
+        )
         np.testing.assert_allclose(features, raw.numpy(), atol=FEATURE_ATOL, rtol=0)
         np.testing.assert_allclose(normalized, l2_normalize(raw, dim=1).numpy(), atol=1e-5, rtol=0)
         assert not np.allclose(features, normalized, atol=1e-2)  # the raw map is not normalised
@@ -102,13 +109,17 @@ class TestSingle:
 
 
 class TestClass:
-    def test_features_and_matches_per_category(self, engine_class, export_tiny_sd, export_prompts, images, small_feature):
+    def test_features_and_matches_per_category(
+        self, engine_class, export_tiny_sd, export_prompts, images, small_feature
+    ):
         reference = _torch_matcher(export_tiny_sd, export_prompts["class"], small_feature)
         engine = Matcher.from_pretrained(str(engine_class))
         assert engine.categories == reference.categories == sorted(["dog", "cat", "bird"])
         for category in ("bird", "dog"):
             f_engine = engine.features(images[1], category=category, seed=2).features
-            torch.testing.assert_close(f_engine, reference.features(images[1], category=category, seed=2).features, atol=FEATURE_ATOL, rtol=0)
+            torch.testing.assert_close(
+                f_engine, reference.features(images[1], category=category, seed=2).features, atol=FEATURE_ATOL, rtol=0
+            )
         dog = engine.features(images[1], category="dog", seed=2).features
         cat = engine.features(images[1], category="cat", seed=2).features
         assert (dog - cat).abs().max() > 1e-3  # the class index really selects another context
@@ -145,7 +156,9 @@ class TestClass:
 
 
 class TestCPM:
-    def test_features_and_matches(self, engine_cpm, export_tiny_sd, export_tiny_dino, export_prompts, images, small_feature):
+    def test_features_and_matches(
+        self, engine_cpm, export_tiny_sd, export_tiny_dino, export_prompts, images, small_feature
+    ):
         reference = _torch_matcher(export_tiny_sd, export_prompts["cpm"], small_feature, dino=export_tiny_dino)
         engine = Matcher.from_pretrained(str(engine_cpm))
         assert engine.prompt_kind == "cpm"
@@ -183,7 +196,10 @@ class TestText768:
         from sd4match_sdk.export.manifest import read_manifest
 
         def softmaxes(engine):
-            return sum(n.op_type == "Softmax" for n in onnx.load(str(engine / "unet.onnx"), load_external_data=False).graph.node)
+            return sum(
+                n.op_type == "Softmax"
+                for n in onnx.load(str(engine / "unet.onnx"), load_external_data=False).graph.node
+            )
 
         assert read_manifest(engine_text768).attention_query_chunk == 1024
         # 256 px: 20 attention modules, one softmax each. 768 px: the 2 self-attentions over 9216

@@ -25,7 +25,6 @@ from sd4match_sdk.export.manifest import TensorRTInfo, TensorSpec, read_manifest
 from sd4match_sdk.export.tensorrt import build_plan, check_plan_compatibility, profile_shapes
 
 
-
 def _tensorrt_installed() -> bool:
     try:
         export_trt.import_tensorrt()
@@ -124,7 +123,11 @@ def _unet_inputs() -> tuple[TensorSpec, ...]:
 
 class TestNamesAndProfiles:
     def test_file_names(self):
-        assert (onnx_file("unet"), onnx_data_file("unet"), plan_file("unet")) == ("unet.onnx", "unet.onnx.data", "unet.plan")
+        assert (onnx_file("unet"), onnx_data_file("unet"), plan_file("unet")) == (
+            "unet.onnx",
+            "unet.onnx.data",
+            "unet.plan",
+        )
         assert plan_file("prompt_net") == "prompt_net.plan"
 
     def test_unet_profile(self):
@@ -140,7 +143,11 @@ class TestNamesAndProfiles:
         }  # fmt: skip
 
     def test_static_input_and_unknown_axis(self):
-        assert profile_shapes((TensorSpec("x", "float32", (1, 2)),), 4, 2)["x"] == {"min": [1, 2], "opt": [1, 2], "max": [1, 2]}
+        assert profile_shapes((TensorSpec("x", "float32", (1, 2)),), 4, 2)["x"] == {
+            "min": [1, 2],
+            "opt": [1, 2],
+            "max": [1, 2],
+        }
         with pytest.raises(EngineError, match="unknown_axis|dynamic axes"):
             profile_shapes((TensorSpec("x", "float32", ("unknown_axis", 2)),), 4, 2)
 
@@ -152,7 +159,9 @@ class TestCompatibility:
         check_plan_compatibility(self.INFO, "8.6", "10.3.0")
 
     def test_other_gpu(self):
-        with pytest.raises(EngineError, match=r"compute capability 8\.6 \(NVIDIA A10\).*has compute capability 9\.0.*rebuild"):
+        with pytest.raises(
+            EngineError, match=r"compute capability 8\.6 \(NVIDIA A10\).*has compute capability 9\.0.*rebuild"
+        ):
             check_plan_compatibility(self.INFO, "9.0", "10.3.0")
 
     def test_other_tensorrt_version(self):
@@ -180,7 +189,10 @@ class TestBuildPlanCalls:
         assert ("set_shape", "latents", (1, 4, 96, 96), (2, 4, 96, 96), (4, 4, 96, 96)) in trt.calls
         assert ("set_timing_cache", False) in trt.calls
         build_plan(onnx_path, tmp_path / "unet.plan", profile, cache, trt=trt)  # the second build reuses the cache
-        assert [c for c in trt.calls if c[0] == "timing_cache_in"] == [("timing_cache_in", b""), ("timing_cache_in", b"+tuned")]
+        assert [c for c in trt.calls if c[0] == "timing_cache_in"] == [
+            ("timing_cache_in", b""),
+            ("timing_cache_in", b"+tuned"),
+        ]
 
     def test_parse_and_build_failures(self, tmp_path):
         with pytest.raises(EngineError, match="could not parse.*unsupported operator Foo"):
@@ -207,7 +219,12 @@ class TestPlansInTheEngineDirectory:
         assert manifest == read_manifest(engine)
         assert manifest.engine == "trt" and manifest.libraries["tensorrt"] == "10.99.0"
         info = manifest.tensorrt
-        assert (info.version, info.compute_capability, info.device_name, info.strongly_typed) == ("10.99.0", "8.9", "Fake GPU", True)
+        assert (info.version, info.compute_capability, info.device_name, info.strongly_typed) == (
+            "10.99.0",
+            "8.9",
+            "Fake GPU",
+            True,
+        )
         assert info.profiles["unet"]["class_index"] == {"min": [1], "opt": [2], "max": [3]}  # max_batch 3
         assert info.profiles["vae_encoder"]["pixels"]["max"] == [3, 3, 256, 256]
         for name, graph in manifest.graphs.items():
@@ -218,7 +235,9 @@ class TestPlansInTheEngineDirectory:
     def test_plans_for_another_gpu_are_refused(self, engine_class, copy_engine, fake_gpu, monkeypatch):
         engine = copy_engine(engine_class)
         add_tensorrt_plans(engine, log=lambda *a: None)
-        monkeypatch.setattr("sd4match_sdk.backends.tensorrt.cuda_compute_capability", lambda device=None: ("9.0", "Other GPU"))
+        monkeypatch.setattr(
+            "sd4match_sdk.backends.tensorrt.cuda_compute_capability", lambda device=None: ("9.0", "Other GPU")
+        )
         with pytest.raises(EngineError, match=r"compute capability 8\.9.*this GPU has compute capability 9\.0"):
             Matcher.from_pretrained(str(engine), device="cuda")
 
@@ -253,7 +272,9 @@ class TestWithoutTensorRT:
         from sd4match_sdk.export import ExportConfig, export_engine
 
         with pytest.raises(BackendUnavailableError, match="TensorRT"):
-            export_engine(ExportConfig(model=str(export_tiny_sd), out=str(tmp_path / "e"), engine="trt"), log=lambda *a: None)
+            export_engine(
+                ExportConfig(model=str(export_tiny_sd), out=str(tmp_path / "e"), engine="trt"), log=lambda *a: None
+            )
         assert not (tmp_path / "e").exists()  # refused before writing anything
 
     def test_onnx_only_directory_has_no_plans(self, engine_single):
@@ -276,5 +297,7 @@ def test_real_tensorrt_build_matches_torch(engine_class, copy_engine):
     add_tensorrt_plans(engine, log=lambda *a: None)
     a, _ = demo_images()
     trt_features = Matcher.from_pretrained(str(engine), device="cuda").features(a, category="cat", seed=0).features
-    ort_features = Matcher.from_pretrained(str(engine), engine_runtime="onnxruntime").features(a, category="cat", seed=0).features
+    ort_features = (
+        Matcher.from_pretrained(str(engine), engine_runtime="onnxruntime").features(a, category="cat", seed=0).features
+    )
     torch.testing.assert_close(trt_features.cpu(), ort_features, atol=1e-3, rtol=1e-3)  # TF32 may be on
