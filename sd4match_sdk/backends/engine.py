@@ -26,15 +26,14 @@ from ..models.dino import dino_pixels
 from ..noise import ImageNoise
 from ..prompts import PromptKind
 
-__all__ = ["EngineFeatureBackend", "EngineRuntime", "GraphRunner", "load_dino_processor", "open_engine_backend"]
+__all__ = ["ENGINE_RUNTIMES", "EngineFeatureBackend", "GraphRunner", "load_dino_processor", "open_engine_backend"]
 
 #: Engine runtimes ``Matcher.from_pretrained(DIR, engine_runtime=...)`` accepts.
-EngineRuntime = str
 ENGINE_RUNTIMES = ("auto", "onnxruntime", "tensorrt")
 
 
 class GraphRunner(Protocol):
-    """Runs one graph: named CPU tensors in, named tensors out (on the runner's device)."""
+    """Runs one graph: named tensors in (moved to the runner's device), named tensors out (on it)."""
 
     def run(self, feeds: dict[str, Tensor]) -> dict[str, Tensor]: ...
 
@@ -172,7 +171,7 @@ class EngineFeatureBackend:
 
 
 def open_engine_backend(
-    engine_dir: str | Path, device: torch.device, runtime: EngineRuntime = "auto"
+    engine_dir: str | Path, device: torch.device, runtime: str = "auto"
 ) -> EngineFeatureBackend:
     """Open an engine directory with ONNX Runtime or TensorRT.
 
