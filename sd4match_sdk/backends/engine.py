@@ -170,9 +170,7 @@ class EngineFeatureBackend:
         return self._features(images, noises, self._contexts_feed(categories, None))
 
 
-def open_engine_backend(
-    engine_dir: str | Path, device: torch.device, runtime: str = "auto"
-) -> EngineFeatureBackend:
+def open_engine_backend(engine_dir: str | Path, device: torch.device, runtime: str = "auto") -> EngineFeatureBackend:
     """Open an engine directory with ONNX Runtime or TensorRT.
 
     Args:
