@@ -24,7 +24,6 @@ import gc
 import json
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -33,9 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine, time_call  # noqa: E402
 
 from sd4match_sdk import Matcher
 from sd4match_sdk.backends import TorchFeatureBackend
@@ -49,45 +49,17 @@ from sd4match_sdk.prompts import PromptWeights
 POINTS = [[100.0, 120.0], [200.5, 80.25], [33.3, 250.0], [400.0, 300.0], [250.0, 200.0]]
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{platform.node()} | {cpu} | {torch.get_num_threads()} torch threads | torch {torch.__version__}"
-    if torch.cuda.is_available():
-        text += f" | GPU {torch.cuda.get_device_name()}"
-    return text
-
-
-def time_features(
+def time_per_image(
     matcher: Matcher, images: list[np.ndarray], warmup: int, repeats: int, device: torch.device
-) -> list[float]:
-    """Seconds per image over ``repeats`` passes over ``images`` (after ``warmup`` passes)."""
-    times = []
-    for r in range(warmup + repeats):
+) -> tuple[float, float]:
+    """Median and IQR of seconds per image: each timed run extracts every image once (seed = index)."""
+
+    def one_pass() -> None:
         for i, image in enumerate(images):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
             matcher.features(image, seed=i)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if r >= warmup:
-                times.append(time.perf_counter() - start)
-    return times
 
-
-def summary(times: list[float]) -> tuple[float, float]:
-    """Median and interquartile range, in seconds."""
-    if len(times) < 2:
-        return times[0], 0.0
-    q = statistics.quantiles(times, n=4)
-    return statistics.median(times), q[2] - q[0]
+    timing = time_call(one_pass, device, repeats=repeats, warmup=warmup)
+    return timing["median_s"] / len(images), timing["iqr_s"] / len(images)
 
 
 def outputs(matcher: Matcher, images: list[np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
@@ -140,13 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.full:
             from sd4match_sdk.testing import build_sd21_random
 
-            label, components = "SD 2.1 architecture, random weights", build_sd21_random()
+            label, components = "SD 2.1 architecture, random weights", build_sd21_random()  # CPU: exported from there
         else:
             from sd4match_sdk.testing import build_tiny_sd
 
             label = "tiny SD-2.1-shaped model (random weights)"
             components = load_sd_components(str(build_tiny_sd(work / "tiny_sd")))
-        print(f"machine: {machine()}")
+        print(f"machine: {platform.node()} | {machine(device)}")
         print(
             f"model: {label}; {args.image_size} px, t=50, ensemble {ensemble}, empty text prompt; {args.images} images x {repeats} passes (+{warmup} warm-up)"
         )
@@ -169,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # One backend in memory at a time (the full model is large): time it, keep its outputs.
         reference = Matcher(TorchFeatureBackend(components, PromptWeights.from_text(""), feature, device))
-        torch_median, torch_iqr = summary(time_features(reference, images, warmup, repeats, device))
+        torch_median, torch_iqr = time_per_image(reference, images, warmup, repeats, device)
         reference_outputs = outputs(reference, images)
         del reference, components
         gc.collect()
@@ -177,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         providers = {}
         for name, out in engine_dirs.items():
             matcher = Matcher.from_pretrained(str(out), device=device)
-            median, iqr = summary(time_features(matcher, images, warmup, repeats, device))
+            median, iqr = time_per_image(matcher, images, warmup, repeats, device)
             results[name] = {
                 "seconds_per_image": median,
                 "iqr": iqr,
@@ -203,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             "'vs torch' > 1 means faster than PyTorch; feature/match columns compare with PyTorch fp32 on the same noise."
         )
         if args.json:
-            Path(args.json).write_text(json.dumps({"machine": machine(), "model": label, "image_size": args.image_size,
+            Path(args.json).write_text(json.dumps({"machine": machine(device), "model": label, "image_size": args.image_size,
                                                    "ensemble": ensemble, "device": str(device), "results": results}, indent=2))  # fmt: skip
     finally:
         if not args.keep:

@@ -15,7 +15,6 @@ import torch
 from sd4match_sdk.config import FeatureConfig
 from sd4match_sdk.models.cpm import ConditionalPromptModule, CPMConfig
 from sd4match_sdk.prompts import PromptKind, PromptWeights, save_prompt
-from sd4match_sdk.testing import build_tiny_dino, build_tiny_sd
 
 #: Small settings for the parity tests (768 is tested once, by the text engine).
 SMALL = FeatureConfig(image_size=256, timestep=50, ensemble=2)
@@ -46,13 +45,14 @@ def export_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def export_tiny_sd(export_root: Path) -> Path:
-    return build_tiny_sd(export_root / "tiny_sd")
+def export_tiny_sd(tiny_sd: Path) -> Path:
+    """The shared tiny SD 2.1 (tests/conftest.py; transformers-4 text-encoder keys, as real SD 2.1)."""
+    return tiny_sd
 
 
 @pytest.fixture(scope="session")
-def export_tiny_dino(export_root: Path) -> Path:
-    return build_tiny_dino(export_root / "tiny_dino")
+def export_tiny_dino(tiny_dino: Path) -> Path:
+    return tiny_dino
 
 
 @pytest.fixture(scope="session")
