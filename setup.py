@@ -66,6 +66,8 @@ setup(
     entry_points={
         "console_scripts": [
             "sd4match=sd4match_sdk.cli:main",
+            "sd4match-train=sd4match_sdk.training.cli:main",
+            "sd4match-eval=sd4match_sdk.evaluation.cli:main",
         ]
     },
 )
