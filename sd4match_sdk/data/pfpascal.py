@@ -34,12 +34,13 @@ def read_pfpascal_annotation(path: Path) -> tuple[np.ndarray, np.ndarray]:
         DatasetError: the file is missing, unreadable, or lacks ``kps``/``bbox`` of the right shape.
     """
     import scipy.io
+    from scipy.io.matlab import MatReadError
 
     if not path.is_file():
         raise DatasetError(f"{path}: PF-Pascal annotation is missing")
     try:
         content = scipy.io.loadmat(str(path))
-    except (ValueError, TypeError, OSError, NotImplementedError) as err:
+    except (MatReadError, ValueError, TypeError, OSError, NotImplementedError) as err:
         raise DatasetError(f"{path}: cannot read as a MATLAB .mat file ({err})") from None
     for key in ("kps", "bbox"):
         if key not in content:
