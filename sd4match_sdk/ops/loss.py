@@ -8,7 +8,8 @@ For one pair and each of its keypoints:
 3. the label is a 7x7 grid of taps at integer offsets ``d`` around the continuous target point,
    weighted by ``w(d) = exp(-|d|^2 / (2 sigma^2)) / (2 pi sigma^2)`` with sigma = 1.5 cells and
    *not* renormalised (sum 0.96542, centre 0.07074); ``P`` is read at each tap by bilinear
-   sampling (border padding) and taps outside the open box ``0 < x < w-1, 0 < y < h-1`` are
+   sampling (border padding, as ``grid_sample(align_corners=True)`` but with exact weights, see
+   :func:`bilinear_sample`) and taps outside the open box ``0 < x < w-1, 0 < y < h-1`` are
    dropped;
 4. keypoint loss ``-sum_d w(d) log P(x + d)``; the pair's loss is the mean over its keypoints, the
    batch loss the mean over pairs (pairs weigh the same whatever their keypoint count).
@@ -23,11 +24,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ShapeError
-from .geometry import grid_to_normalized
 from .matching import similarity_map
 
 __all__ = [
@@ -37,6 +36,7 @@ __all__ = [
     "label_offsets",
     "gaussian_label_weights",
     "gaussian_cross_entropy",
+    "bilinear_sample",
     "pair_loss",
     "batch_loss",
 ]
@@ -96,11 +96,43 @@ def gaussian_cross_entropy(
     taps = target.float()[:, None, :] + label_offsets(size, prob.device)[None]  # (N, K, 2)
     x, y = taps[..., 0], taps[..., 1]
     inside = (x > 0) & (x < w - 1) & (y > 0) & (y < h - 1)  # (N, K)
-    grid = grid_to_normalized(taps, (h, w))[:, None]  # (N, 1, K, 2)
-    at_taps = F.grid_sample(prob.float()[:, None], grid, mode="bilinear", padding_mode="border", align_corners=True)
-    log_p = torch.log(at_taps[:, 0, 0])  # (N, K)
+    log_p = torch.log(bilinear_sample(prob.float(), taps))  # (N, K)
     weights = gaussian_label_weights(size, sigma, prob.device)[None]  # (1, K)
     return -(weights * log_p * inside).sum(dim=-1)
+
+
+def bilinear_sample(maps: Tensor, points: Tensor) -> Tensor:
+    """Bilinear values of maps at grid points, border padding (``grid_sample(align_corners=True,
+    padding_mode="border")`` computed in grid cells).
+
+    Working in cells keeps the weights exact: a tap on a cell centre reads that cell alone.
+    ``grid_sample``'s round trip through [-1, 1] leaves ~1e-7 of a neighbour in, which the
+    ``log`` of the loss magnifies where probabilities span many orders of magnitude.
+
+    Args:
+        maps: ``(N, H, W)`` with ``H, W >= 2``.
+        points: ``(N, K, 2)`` points ``(x, y)`` in cells.
+
+    Returns:
+        ``(N, K)`` sampled values.
+    """
+    n, h, w = maps.shape
+    if h < 2 or w < 2:
+        raise ShapeError(f"maps must be at least 2 x 2 cells; got {h} x {w}", actual=tuple(maps.shape))
+    x = points[..., 0].clamp(0, w - 1)
+    y = points[..., 1].clamp(0, h - 1)
+    x0 = x.floor().clamp(max=w - 2)
+    y0 = y.floor().clamp(max=h - 2)
+    fx, fy = x - x0, y - y0
+    x0, y0 = x0.long(), y0.long()
+    flat = maps.reshape(n, h * w)
+
+    def at(yy: Tensor, xx: Tensor) -> Tensor:
+        return flat.gather(1, yy * w + xx)
+
+    top = at(y0, x0) * (1 - fx) + at(y0, x0 + 1) * fx
+    bottom = at(y0 + 1, x0) * (1 - fx) + at(y0 + 1, x0 + 1) * fx
+    return top * (1 - fy) + bottom * fy
 
 
 def pair_loss(
