@@ -55,11 +55,8 @@ class TestBilinearSample:
         maps = torch.ones(1, 10, 10)
         maps[0, 3, 2] = 1e-30  # a tiny probability next to large ones
         point = torch.tensor([[[2.0, 3.0]]])
-        # grid_sample's [-1, 1] round trip blends ~1e-7 of the neighbours in here (log: -16 instead of -69)
-        ref = torch.nn.functional.grid_sample(
-            maps[:, None], grid_to_normalized(point, (10, 10))[:, None], padding_mode="border", align_corners=True
-        )
-        assert float(ref) > 1e-8
+        # grid_sample's [-1, 1] round trip blends ~1e-7 of the neighbours in here on torch 2.13 CPU
+        # (a log of -16 instead of -69); the loss must read the cell alone.
         assert float(bilinear_sample(maps, point)[0, 0]) == pytest.approx(1e-30, rel=1e-6)
 
 
