@@ -40,9 +40,9 @@ class TrainConfig:
         epochs: passes over the training pairs (SPair 5, PF-Pascal 90: about 30k steps at batch 9).
         max_steps: stop after this many optimiser steps instead (0: ``epochs`` decides).
         batch_size: pairs per optimiser step (9).
-        micro_batch_size: pairs per forward/backward; the gradients of ``batch_size /
-            micro_batch_size`` micro-batches are summed, each scaled so that the step's gradient is
-            the mean over all ``batch_size`` pairs (0: no accumulation).
+        micro_batch_size: pairs per forward/backward; the step's micro-batches each divide their
+            summed pair losses by the step's number of pairs, so the accumulated gradient is the mean
+            over all its pairs whatever the split (0: no accumulation).
         lr: Adam learning rate of the prompt tokens and CPM embeddings (1e-2).
         network_lr: Adam learning rate of the CPM's g_d and g_n (1e-3).
         timestep: diffusion timestep of training and validation features (261).
@@ -114,11 +114,6 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 0 (got {getattr(self, name)})")
         if self.epochs == 0 and self.max_steps == 0:
             raise ConfigError("set epochs or max_steps")
-        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
-            raise ConfigError(
-                f"micro_batch_size ({self.micro_batch_size}) must divide batch_size ({self.batch_size}) "
-                "so that every micro-batch is scaled alike"
-            )
         if self.label_kernel % 2 == 0:
             raise ConfigError(f"label_kernel must be odd (got {self.label_kernel})")
         for name in ("lr", "network_lr", "beta", "label_sigma", "val_alpha"):

@@ -131,6 +131,13 @@ class Trainer:
         for name, split in (("train", train_set), ("val", val_set)):
             if split is not None and split.frame != config.image_size:
                 raise ConfigError(f"the {name} split uses a {split.frame} px frame but image_size is {config.image_size}")
+        if config.prompt == "class" and val_set is not None:
+            unseen = sorted(set(val_set.categories) - set(train_set.categories))
+            if unseen:
+                raise ConfigError(
+                    f"the val split has categories the training split lacks ({', '.join(unseen)}); "
+                    "a Class prompt only learns the training categories"
+                )
         if config.prompt == "cpm" and dino is None:
             raise ConfigError("a CPM prompt needs DINOv2: pass dino=(model, processor)")
         self.config = config

@@ -32,12 +32,19 @@ def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
         return header, [row for row in reader if row]
 
 
-def _distinct(rows: list[list[str]], count: int, used: set[str], want_flip: tuple[int, ...] | None = None) -> list[list[str]]:
-    """The first rows whose images are not used yet (optionally with the given flip values in order)."""
+def _distinct(
+    rows: list[list[str]],
+    count: int,
+    used: set[str],
+    want_flip: tuple[int, ...] | None = None,
+    classes: set[str] | None = None,
+) -> list[list[str]]:
+    """The first rows whose images are not used yet (optionally with the given flip values in
+    order, or only of the given classes)."""
     chosen = []
     for row in rows:
         names = {row[0], row[1]}
-        if names & used or row[0] == row[1]:
+        if names & used or row[0] == row[1] or (classes is not None and row[2] not in classes):
             continue
         if want_flip is not None and int(row[3]) != want_flip[len(chosen)]:
             continue
@@ -97,13 +104,17 @@ def build_pfpascal_tree(dst: Path, csv_dir: Path, n_test: int = 3, n_trn: int = 
     _write_csv(root / "test_pairs.csv", header, test_rows)
 
     # trn (with flips) and val: seeded keypoints; the first image of each pair has corner points.
+    # val rows only of classes that trn has (a Class prompt knows the training classes only).
     rng = np.random.default_rng(1234)
+    trn_classes: set[str] = set()
     for split, file, count, flips in (
         ("trn", "trn_pairs.csv", n_trn, tuple(i % 2 for i in range(n_trn))),
         ("val", "val_pairs_flip_nocoords.csv", n_val, None),
     ):
         header, rows = _rows(csv_dir / file)
-        chosen = _distinct(rows, count, used, flips)
+        chosen = _distinct(rows, count, used, flips, classes=trn_classes if split == "val" else None)
+        if split == "trn":
+            trn_classes = {r[2] for r in chosen}
         for row in chosen:
             cls_id = int(row[2])
             n = 8
