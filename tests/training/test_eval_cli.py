@@ -34,7 +34,7 @@ def test_eval_cli_on_pfwillow(train_tiny_sd, pfwillow_root, tmp_path, capsys):
         assert all(v * 10 == round(v * 10) for v in per_pair)  # 10 keypoints per PF-Willow pair
         assert payload["pck"][alpha]["all"] == pytest.approx(np.mean(per_pair))
         printed_all = float(lines[2 + ["0.05", "0.1", "0.15"].index(alpha)].split()[-1])
-        assert printed_all == pytest.approx(100 * np.mean(per_pair), abs=0.05)
+        assert printed_all == pytest.approx(100 * np.mean(per_pair), abs=0.051)  # one decimal
 
 
 def test_eval_cli_errors(spair_root, tmp_path, capsys):
