@@ -17,6 +17,7 @@ pairs/s and peak GPU memory; a micro-batch that does not fit is reported as out 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -123,7 +124,8 @@ def run(args) -> dict:
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-        times = []
+        times: list[float] = []
+        oom = False
         try:
             for i in range(args.warmup + args.steps):
                 batch = random_batch(args.batch_size, args.image_size, generator)
@@ -136,9 +138,12 @@ def run(args) -> dict:
                 if i >= args.warmup:
                     times.append(time.perf_counter() - start)
         except torch.OutOfMemoryError:
+            oom = True
+        if oom:  # outside the except block, so the traceback's tensors are gone
             print(f"  micro-batch {micro}: out of memory")
             results.append({"micro_batch": micro, "oom": True})
             del trainer
+            gc.collect()
             torch.cuda.empty_cache()
             continue
         median = statistics.median(times)
