@@ -139,3 +139,15 @@ def test_step_gradient_is_the_mean_over_all_pairs(load_components, spair_root, t
         torch.testing.assert_close(g_acc, g_once, rtol=1e-3, atol=1e-3 * scale)
         torch.testing.assert_close(g_acc, (g0 + g1) / 2, rtol=1e-3, atol=1e-3 * scale)
         assert float((g_acc - (g0 + g1)).abs().max()) > 0.1 * scale  # not the sum
+
+
+def test_gradient_checkpointing_gives_the_same_gradient(load_components, spair_root, tmp_path):
+    split = SPairDataset(spair_root, "test", frame=SIZE)
+    batch = collate_pairs([TrainPairs(split, SIZE)[0]])
+    plain = trainer(config(spair_root, tmp_path / "a", batch_size=1), load_components())
+    plain.train_step(batch)
+    checkpointed = trainer(config(spair_root, tmp_path / "b", batch_size=1, gradient_checkpointing=True), load_components())
+    assert checkpointed.components.unet.is_gradient_checkpointing
+    checkpointed.train_step(batch)
+    for a, b in zip(grads(plain), grads(checkpointed)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7 * float(a.abs().max()))
