@@ -11,7 +11,8 @@ loaders); they go to the Matcher in original pixels (``x * W / frame``, inside t
 matches come back to the frame, where PCK is measured against the frame threshold.
 
 Randomness: with a seed, every image (Single/Class) or pair (CPM) draws its noise from its own
-generator seeded by ``(seed, image or pair)``, so results do not depend on the visiting order.
+generator seeded by ``(seed, image identifier or pair name)``, so results depend neither on the
+visiting order nor on where the dataset is stored.
 """
 
 from __future__ import annotations
@@ -69,8 +70,11 @@ class EvalResult:
 
 
 def _image_key(record: PairRecord, which: int, category_matters: bool) -> tuple:
-    path = record.source_path if which == 0 else record.target_path
-    return (str(path), record.flip, record.category if category_matters else None)
+    """Identifies an image's features: the dataset's image identifier (relative to the dataset,
+    so the derived noise seeds do not depend on where the dataset lives), the flip and, for
+    prompts that depend on it, the category."""
+    identifier = record.source_id if which == 0 else record.target_id
+    return (identifier, record.flip, record.category if category_matters else None)
 
 
 def _autocast(device_type: str, dtype: torch.dtype | None):

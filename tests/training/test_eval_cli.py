@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import torch
 
 from sd4match_sdk.config import FeatureConfig, MatchConfig
 from sd4match_sdk.data import PFWillowDataset, SPairDataset
@@ -128,11 +129,16 @@ def test_runner_cpm_runs_per_pair(spair_root):
     assert result.summary.overall[0.1] == pytest.approx(expected_pck(dataset, 0.1)[0], abs=1e-12)
 
 
-def test_evaluation_with_a_seed_is_reproducible(train_tiny_sd, spair_root):
+def test_evaluation_with_a_seed_is_reproducible_wherever_the_data_lives(train_tiny_sd, spair_root, tmp_path):
+    import shutil
+
     from sd4match_sdk import Matcher
 
-    matcher = Matcher.from_pretrained(str(train_tiny_sd), image_size=256, ensemble=1)
-    dataset = SPairDataset(spair_root, "test", frame=256)
-    a = evaluate(matcher, dataset, seed=3, max_pairs=2, progress=False)
-    b = evaluate(matcher, dataset, seed=3, max_pairs=2, progress=False)
+    matcher = Matcher.from_pretrained(str(train_tiny_sd), image_size=256, ensemble=1, method="nn")
+    moved = shutil.copytree(spair_root, tmp_path / "elsewhere" / "SPair-71k")
+    a = evaluate(matcher, SPairDataset(spair_root, "test", frame=256), seed=3, max_pairs=2, progress=False)
+    b = evaluate(matcher, SPairDataset(moved, "test", frame=256), seed=3, max_pairs=2, progress=False)
     assert [p["pck"] for p in a.pairs] == [p["pck"] for p in b.pairs]
+    features = [matcher.features(SPairDataset(root, "test", frame=256)[0].source_image, generator=g).features
+                for root, g in ((spair_root, None), (moved, None))]  # fmt: skip
+    assert not torch.equal(*features)  # without a seed the noise differs: the seed above did the work
