@@ -1,4 +1,7 @@
-"""Fixtures for the training and evaluation tests: tiny models (built once) and benchmark trees."""
+"""Fixtures for the training and evaluation tests: benchmark trees and fresh tiny-model components.
+
+The tiny models themselves (``tiny_sd``, ``tiny_dino``) come from ``tests/conftest.py``.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,6 @@ import os
 from pathlib import Path
 
 import pytest
-
-# Never reach for a hub: every model is built locally.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 FIXTURES = Path(os.environ.get("SD4MATCH_FIXTURES", Path(__file__).parents[1] / "fixtures"))
 
@@ -24,27 +22,12 @@ def _dataset_trees():
     return module
 
 
-@pytest.fixture(scope="session")
-def train_tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tiny SD-2.1-shaped pipeline (text encoder stored with transformers-4 keys, as SD 2.1)."""
-    from sd4match_sdk.testing import build_tiny_sd
-
-    return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd21", v4_text_encoder_keys=True)
-
-
-@pytest.fixture(scope="session")
-def train_tiny_dino(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sd4match_sdk.testing import build_tiny_dino
-
-    return build_tiny_dino(tmp_path_factory.mktemp("models") / "tiny-dinov2")
-
-
 @pytest.fixture
-def load_components(train_tiny_sd: Path):
+def load_components(tiny_sd: Path):
     """Fresh frozen SD components (a Trainer moves and may reconfigure them)."""
     from sd4match_sdk.models.loading import load_sd_components
 
-    return lambda: load_sd_components(str(train_tiny_sd))
+    return lambda: load_sd_components(str(tiny_sd))
 
 
 @pytest.fixture(scope="session")

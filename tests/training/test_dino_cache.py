@@ -10,8 +10,8 @@ from sd4match_sdk.models.loading import load_dino
 from sd4match_sdk.training.dino_cache import DinoTokenCache, dino_cache_key
 
 
-def test_cache_keys_flip_and_persists(train_tiny_dino, tmp_path):
-    dino, processor = load_dino(str(train_tiny_dino))
+def test_cache_keys_flip_and_persists(tiny_dino, tmp_path):
+    dino, processor = load_dino(str(tiny_dino))
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (120, 180, 3), dtype=np.uint8)
     mirrored = np.ascontiguousarray(image[:, ::-1])

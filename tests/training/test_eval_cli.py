@@ -16,10 +16,10 @@ from sd4match_sdk.evaluation.cli import main
 from sd4match_sdk.prompts import PromptKind
 
 
-def test_eval_cli_on_pfwillow(train_tiny_sd, pfwillow_root, tmp_path, capsys):
+def test_eval_cli_on_pfwillow(tiny_sd, pfwillow_root, tmp_path, capsys):
     out = tmp_path / "results.json"
     code = main(["--dataset", "pfwillow", "--root", str(pfwillow_root), "--pair-list", "test_pairs_DERIVED.csv",
-                 "--model", str(train_tiny_sd), "--image-size", "256", "--ensemble", "1", "--timestep", "50",
+                 "--model", str(tiny_sd), "--image-size", "256", "--ensemble", "1", "--timestep", "50",
                  "--max-pairs", "8", "--alpha", "0.05", "0.1", "0.15", "--out", str(out), "--no-progress"])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
@@ -129,12 +129,12 @@ def test_runner_cpm_runs_per_pair(spair_root):
     assert result.summary.overall[0.1] == pytest.approx(expected_pck(dataset, 0.1)[0], abs=1e-12)
 
 
-def test_evaluation_with_a_seed_is_reproducible_wherever_the_data_lives(train_tiny_sd, spair_root, tmp_path):
+def test_evaluation_with_a_seed_is_reproducible_wherever_the_data_lives(tiny_sd, spair_root, tmp_path):
     import shutil
 
     from sd4match_sdk import Matcher
 
-    matcher = Matcher.from_pretrained(str(train_tiny_sd), image_size=256, ensemble=1, method="nn")
+    matcher = Matcher.from_pretrained(str(tiny_sd), image_size=256, ensemble=1, method="nn")
     moved = shutil.copytree(spair_root, tmp_path / "elsewhere" / "SPair-71k")
     a = evaluate(matcher, SPairDataset(spair_root, "test", frame=256), seed=3, max_pairs=2, progress=False)
     b = evaluate(matcher, SPairDataset(moved, "test", frame=256), seed=3, max_pairs=2, progress=False)

@@ -23,10 +23,10 @@ def metadata(path: Path) -> dict:
         return dict(f.metadata())
 
 
-def test_single_on_spair(train_tiny_sd, spair_root, tmp_path, capsys):
+def test_single_on_spair(tiny_sd, spair_root, tmp_path, capsys):
     out = tmp_path / "single"
     code = main(["--config", str(CONFIGS / "single_spair.toml"), "--root", str(spair_root), "--out", str(out),
-                 "--model", str(train_tiny_sd), "--steps", "3", "--set", "train_split=test", "--set", "val_split=test",
+                 "--model", str(tiny_sd), "--steps", "3", "--set", "train_split=test", "--set", "val_split=test",
                  "--set", "val_every=2", *FAST])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
@@ -38,21 +38,21 @@ def test_single_on_spair(train_tiny_sd, spair_root, tmp_path, capsys):
     assert meta["kind"] == "single" and meta["timestep"] == "261" and meta["train_step"] == "3"
     history = json.loads((out / "validation.json").read_text())["history"]
     assert [h["step"] for h in history] == [2, 3]
-    matcher = Matcher.from_pretrained(str(train_tiny_sd), prompt=str(out / "best.safetensors"), image_size=256, ensemble=1)
+    matcher = Matcher.from_pretrained(str(tiny_sd), prompt=str(out / "best.safetensors"), image_size=256, ensemble=1)
     assert matcher.prompt_kind is PromptKind.SINGLE
     result = matcher.match(np.zeros((40, 50, 3), np.uint8), np.zeros((30, 20, 3), np.uint8), [[10, 10]], seed=0)
     assert result.points.shape == (1, 2)
     # rerunning the finished command resumes and has nothing left to do
     assert main(["--config", str(CONFIGS / "single_spair.toml"), "--root", str(spair_root), "--out", str(out),
-                 "--model", str(train_tiny_sd), "--steps", "3", "--set", "train_split=test", "--set", "val_split=test",
+                 "--model", str(tiny_sd), "--steps", "3", "--set", "train_split=test", "--set", "val_split=test",
                  "--set", "val_every=2", *FAST]) == 0  # fmt: skip
     assert "resuming at step 3" in capsys.readouterr().out
 
 
-def test_class_on_pfpascal_with_flips(train_tiny_sd, pfpascal_root, tmp_path):
+def test_class_on_pfpascal_with_flips(tiny_sd, pfpascal_root, tmp_path):
     out = tmp_path / "class"
     code = main(["--config", str(CONFIGS / "class_pfpascal.toml"), "--root", str(pfpascal_root), "--out", str(out),
-                 "--model", str(train_tiny_sd), "--steps", "2", "--set", "micro_batch_size=1", *FAST])  # fmt: skip
+                 "--model", str(tiny_sd), "--steps", "2", "--set", "micro_batch_size=1", *FAST])  # fmt: skip
     assert code == 0
     weights = load_prompt(out / "last.safetensors")
     trn = [line.split(",")[2] for line in (pfpascal_root / "trn_pairs.csv").read_text().splitlines()[1:]]
@@ -60,15 +60,15 @@ def test_class_on_pfpascal_with_flips(train_tiny_sd, pfpascal_root, tmp_path):
 
     assert weights.kind is PromptKind.CLASS
     assert weights.categories == sorted(PFPASCAL_CATEGORIES[int(c) - 1] for c in set(trn))
-    matcher = Matcher.from_pretrained(str(train_tiny_sd), prompt=str(out / "last.safetensors"), image_size=256, ensemble=1)
+    matcher = Matcher.from_pretrained(str(tiny_sd), prompt=str(out / "last.safetensors"), image_size=256, ensemble=1)
     assert matcher.categories == weights.categories
 
 
-def test_cpm_on_spair(train_tiny_sd, train_tiny_dino, spair_root, tmp_path):
+def test_cpm_on_spair(tiny_sd, tiny_dino, spair_root, tmp_path):
     out = tmp_path / "cpm"
     cache = tmp_path / "dino-cache"
     code = main(["--config", str(CONFIGS / "cpm_spair.toml"), "--root", str(spair_root), "--out", str(out),
-                 "--model", str(train_tiny_sd), "--dino", str(train_tiny_dino), "--steps", "2",
+                 "--model", str(tiny_sd), "--dino", str(tiny_dino), "--steps", "2",
                  "--set", "train_split=test", "--set", "val_split=test", "--set", "val_max_pairs=1",
                  "--set", f"dino_cache={cache}", *FAST])  # fmt: skip
     assert code == 0
@@ -80,7 +80,7 @@ def test_cpm_on_spair(train_tiny_sd, train_tiny_dino, spair_root, tmp_path):
     }  # fmt: skip
     assert weights.cpm_state["global_embeds"].shape == (1, 25, 32)
     matcher = Matcher.from_pretrained(
-        str(train_tiny_sd), prompt=str(out / "best.safetensors"), dino=str(train_tiny_dino), image_size=256, ensemble=1
+        str(tiny_sd), prompt=str(out / "best.safetensors"), dino=str(tiny_dino), image_size=256, ensemble=1
     )
     assert matcher.prompt_kind is PromptKind.CPM
 

@@ -57,13 +57,13 @@ def assert_same_prompts(a: Path, b: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["single", "cpm"])
-def test_kill_and_resume_equals_uninterrupted(kind, load_components, spair_root, train_tiny_dino, tmp_path):
+def test_kill_and_resume_equals_uninterrupted(kind, load_components, spair_root, tiny_dino, tmp_path):
     dino = None
     if kind == "cpm":
         from sd4match_sdk.models.loading import load_dino
 
-        dino = load_dino(str(train_tiny_dino))
-    extra = {"dino": str(train_tiny_dino), "dino_cache": str(tmp_path / "dino")} if kind == "cpm" else {}
+        dino = load_dino(str(tiny_dino))
+    extra = {"dino": str(tiny_dino), "dino_cache": str(tmp_path / "dino")} if kind == "cpm" else {}
     full = trainer(config(spair_root, tmp_path / "full", prompt=kind, **extra), load_components(), dino).run()
     assert full.step == 5 and [s for s, _ in full.losses] == [1, 2, 3, 4, 5]
 
