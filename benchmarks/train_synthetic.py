@@ -63,7 +63,8 @@ def make_records(photos, pairs_per_photo: int, rng, folder: Path, side: int = 32
     folder.mkdir(parents=True, exist_ok=True)
     records = []
     for name in photos:
-        photo = Image.open(DEMO / name).convert("RGB")
+        with Image.open(DEMO / name) as image:
+            photo = image.convert("RGB")
         scale = side / max(photo.size)
         photo = np.asarray(photo.resize((round(photo.size[0] * scale), round(photo.size[1] * scale)), Image.BICUBIC))
         h, w = photo.shape[:2]
@@ -111,8 +112,8 @@ def calibrate_tiny_vae(components, records, image_size: int) -> float:
     scaling factor to 1 / std of the posterior means on the training photos.
     """
     import torch
-    from PIL import Image
 
+    from sd4match_sdk.data import read_rgb
     from sd4match_sdk.images import sd_pixels
 
     quant = components.vae.quant_conv  # 1x1 conv: channels [0, 4) mean, [4, 8) log-variance
@@ -120,7 +121,7 @@ def calibrate_tiny_vae(components, records, image_size: int) -> float:
         quant.weight[4:] = 0
         quant.bias[4:] = -12.0
         paths = sorted({str(r.source_path) for r in records})
-        pixels = torch.cat([sd_pixels(np.asarray(Image.open(p).convert("RGB")), image_size) for p in paths])
+        pixels = torch.cat([sd_pixels(read_rgb(Path(p)), image_size) for p in paths])
         std = float(components.vae.encode(pixels).latent_dist.mean.std())
     components.vae.register_to_config(scaling_factor=1.0 / std)
     return 1.0 / std

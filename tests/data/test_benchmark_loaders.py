@@ -23,6 +23,11 @@ FRAME = 768
 EPS = 1e-4
 
 
+def image_size(path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
+
+
 def clamp(v: float) -> float:
     if v <= 0:
         return EPS
@@ -46,8 +51,8 @@ class TestSPair:
     def test_frame_keypoints_and_threshold_by_hand(self, spair_root):
         line = "000167-2008_007604-2009_001056:aeroplane"
         ann = json.loads((spair_root / "PairAnnotation" / "test" / f"{line}.json").read_text())
-        w0, h0 = Image.open(spair_root / "JPEGImages/aeroplane/2008_007604.jpg").size
-        w1, h1 = Image.open(spair_root / "JPEGImages/aeroplane/2009_001056.jpg").size
+        w0, h0 = image_size(spair_root / "JPEGImages/aeroplane/2008_007604.jpg")
+        w1, h1 = image_size(spair_root / "JPEGImages/aeroplane/2009_001056.jpg")
         assert (w0, h0, w1, h1) == (333, 500, 500, 334) == (*ann["src_imsize"][:2], *ann["trg_imsize"][:2])
         src = [[clamp(x * 768 / 333), clamp(y * 768 / 500)] for x, y in ann["src_kps"]]
         trg = [[clamp(x * 768 / 500), clamp(y * 768 / 334)] for x, y in ann["trg_kps"]]
@@ -134,8 +139,8 @@ class TestPFWillow:
         row = rows[1]
         values = [float(v) for v in row[2:]]
         xa, ya, xb, yb = values[0:10], values[10:20], values[20:30], values[30:40]
-        w0, h0 = Image.open(pfwillow_root / row[0]).size
-        w1, h1 = Image.open(pfwillow_root / row[1]).size
+        w0, h0 = image_size(pfwillow_root / row[0])
+        w1, h1 = image_size(pfwillow_root / row[1])
         src = [[clamp(x * 768 / w0), clamp(y * 768 / h0)] for x, y in zip(xa, ya)]
         trg_raw = [[x * 768 / w1, y * 768 / h1] for x, y in zip(xb, yb)]
         trg = [[clamp(x), clamp(y)] for x, y in trg_raw]
@@ -184,7 +189,7 @@ def _pascal_raw(root, row):
     for key in ("source_image", "target_image"):
         name = row[key].split("/")[-1]
         mat = scipy.io.loadmat(str(root / "PF-dataset-PASCAL/Annotations" / cls / name.replace(".jpg", ".mat")))
-        size = Image.open(root / "PF-dataset-PASCAL/JPEGImages" / name).size
+        size = image_size(root / "PF-dataset-PASCAL/JPEGImages" / name)
         out.append((mat["kps"], size))
     return cls, out
 
