@@ -1,0 +1,286 @@
+"""What every benchmark loader returns, and the keypoint maps into the square model frame (SPEC 5, 6).
+
+A loader reads a benchmark's native files once into :class:`PairRecord` s (paths, category,
+keypoints in the original images' pixels, boxes, flip). Indexing it gives a :class:`PairSample`:
+both images (decoded, unflipped) and the keypoints and PCK threshold in the ``frame x frame``
+model frame (768 by default), computed as the official datasets do:
+
+1. scale: ``x_f = x * frame / W``, ``y_f = y * frame / H`` (the image is resized anisotropically);
+2. PF-Pascal ``flip`` rows: both images are mirrored after resizing, so ``x_f' = frame - x_f``
+   (``frame``, not ``frame - 1``, as the official loader);
+3. clamp into ``[1e-4, frame - 1 - 1e-4]`` (``regularise_coordinates``).
+
+The PCK threshold is taken before the clamp: SPair the larger side of the target box in the
+frame, PF-Pascal the frame side, PF-Willow the larger extent of the target keypoints.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DatasetError
+
+__all__ = [
+    "ThresholdKind",
+    "PairRecord",
+    "PairSample",
+    "PairDataset",
+    "keypoints_to_frame",
+    "flip_keypoints",
+    "clamp_keypoints",
+    "pck_threshold",
+    "CLAMP_EPS",
+]
+
+#: Offset of the official ``regularise_coordinates(..., eps=1e-4)``.
+CLAMP_EPS = 1e-4
+
+
+class ThresholdKind(StrEnum):
+    """How a benchmark's PCK threshold is measured (SPEC 5)."""
+
+    BBOX = "bbox"  # SPair-71k: max(w, h) of the target box
+    IMAGE = "image"  # PF-Pascal: max(H, W) of the resized target image, i.e. the frame
+    KEYPOINTS = "keypoints"  # PF-Willow: max extent of the target keypoints
+
+
+def keypoints_to_frame(points: np.ndarray, size_wh: tuple[int, int], frame: int) -> np.ndarray:
+    """Original pixels -> model frame, ``(x * frame / W, y * frame / H)``.
+
+    Args:
+        points: ``(N, 2)`` ``(x, y)`` in an image of size ``size_wh``.
+        size_wh: ``(W, H)``.
+        frame: side of the square frame.
+
+    Returns:
+        ``(N, 2)`` float64.
+    """
+    w, h = size_wh
+    return np.asarray(points, np.float64) * np.array([frame / w, frame / h])
+
+
+def flip_keypoints(points: np.ndarray, frame: int) -> np.ndarray:
+    """Mirror frame keypoints horizontally: ``x' = frame - x`` (the official PF-Pascal rule)."""
+    out = np.array(points, np.float64, copy=True)
+    out[:, 0] = frame - out[:, 0]
+    return out
+
+
+def clamp_keypoints(points: np.ndarray, frame: int, eps: float = CLAMP_EPS) -> np.ndarray:
+    """Push coordinates ``<= 0`` to ``eps`` and ``>= frame - 1`` to ``frame - 1 - eps``."""
+    out = np.array(points, np.float64, copy=True)
+    out[out <= 0] = eps
+    out[out >= frame - 1] = frame - 1 - eps
+    return out
+
+
+def pck_threshold(
+    kind: ThresholdKind,
+    frame: int,
+    target_kps_frame: np.ndarray | None = None,
+    target_bbox_frame: np.ndarray | None = None,
+) -> float:
+    """The PCK threshold of a pair in the model frame (before clamping).
+
+    Args:
+        kind: the benchmark's rule.
+        frame: side of the frame.
+        target_kps_frame: ``(N, 2)`` target keypoints in the frame (PF-Willow).
+        target_bbox_frame: ``(4,)`` target box ``x1, y1, x2, y2`` in the frame (SPair).
+    """
+    if kind is ThresholdKind.IMAGE:
+        return float(frame)
+    if kind is ThresholdKind.BBOX:
+        x1, y1, x2, y2 = np.asarray(target_bbox_frame, np.float64)
+        return float(max(x2 - x1, y2 - y1))
+    kps = np.asarray(target_kps_frame, np.float64)
+    return float((kps.max(axis=0) - kps.min(axis=0)).max())
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    """One annotated pair as read from the benchmark's files (original pixels, nothing resized).
+
+    Attributes:
+        source_path, target_path: image files.
+        category: the pair's category name (SPair/PF-Pascal class, PF-Willow folder name).
+        source_id, target_id: the official identifiers (``<cat>-<name>``, PF-Pascal
+            ``<cat>-<name>-<flip>``): keys of class prompts and of the CPM DINOv2 cache.
+        source_kps, target_kps: ``(N, 2)`` float64 ``(x, y)`` pixel keypoints, N >= 1.
+        source_bbox, target_bbox: ``(4,)`` ``x1, y1, x2, y2`` pixel boxes, or ``None``.
+        flip: mirror both images (PF-Pascal training rows).
+        threshold_kind: how the PCK threshold is measured.
+        name: a short unique name of the pair (SPair's layout line, or ``<src>-<trg>``).
+    """
+
+    source_path: Path
+    target_path: Path
+    category: str
+    source_id: str
+    target_id: str
+    source_kps: np.ndarray
+    target_kps: np.ndarray
+    source_bbox: np.ndarray | None
+    target_bbox: np.ndarray | None
+    flip: bool
+    threshold_kind: ThresholdKind
+    name: str
+
+    @property
+    def num_keypoints(self) -> int:
+        return int(self.source_kps.shape[0])
+
+
+@dataclass(frozen=True)
+class PairSample:
+    """A pair ready for matching: images plus frame keypoints and threshold.
+
+    Attributes:
+        index: position in the dataset.
+        record: the raw annotation.
+        source_image, target_image: ``(H, W, 3)`` uint8 RGB, as stored (not flipped).
+        source_kps, target_kps: ``(N, 2)`` float64 keypoints in the frame (flipped, clamped).
+        threshold: PCK threshold in the frame.
+        frame: side of the frame.
+    """
+
+    index: int
+    record: PairRecord
+    source_image: np.ndarray
+    target_image: np.ndarray
+    source_kps: np.ndarray
+    target_kps: np.ndarray
+    threshold: float
+    frame: int
+
+    @property
+    def category(self) -> str:
+        return self.record.category
+
+    @property
+    def flip(self) -> bool:
+        return self.record.flip
+
+    @property
+    def source_size(self) -> tuple[int, int]:
+        """``(W, H)`` of the source image."""
+        return (self.source_image.shape[1], self.source_image.shape[0])
+
+    @property
+    def target_size(self) -> tuple[int, int]:
+        return (self.target_image.shape[1], self.target_image.shape[0])
+
+    def oriented_images(self) -> tuple[np.ndarray, np.ndarray]:
+        """Both images mirrored when the pair is flipped (what the frame keypoints refer to)."""
+        if not self.flip:
+            return self.source_image, self.target_image
+        return np.ascontiguousarray(self.source_image[:, ::-1]), np.ascontiguousarray(self.target_image[:, ::-1])
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Decode an image file into ``(H, W, 3)`` uint8 RGB (PIL ``convert('RGB')``, as the official loaders).
+
+    Raises:
+        DatasetError: the file is missing or cannot be decoded.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise DatasetError(f"{path}: image file is missing")
+    try:
+        with Image.open(path) as pil:
+            return np.asarray(pil.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as err:
+        raise DatasetError(f"{path}: cannot decode image ({err})") from None
+
+
+def check_keypoints(points: np.ndarray, path: Path | str, what: str) -> np.ndarray:
+    """``(N, 2)`` finite float64 keypoints or a :class:`DatasetError` naming ``path``."""
+    array = np.asarray(points, dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] != 2 or array.shape[0] == 0:
+        raise DatasetError(f"{path}: {what} must be a non-empty (N, 2) list of (x, y); got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise DatasetError(f"{path}: {what} contains NaN or infinite coordinates")
+    return array
+
+
+class PairDataset:
+    """Base of the benchmark loaders: a list of :class:`PairRecord` s; items are :class:`PairSample` s.
+
+    Subclasses parse their native files into ``self.records`` in ``__init__``. Indexing decodes the
+    two images and maps the keypoints into the frame. Works as a ``torch.utils.data.Dataset``.
+
+    Args:
+        root: the benchmark's directory (``SPair-71k/``, ``pf-pascal/``, ``pf-willow/``).
+        split: ``trn``, ``val`` or ``test``.
+        frame: side of the square model frame (768; the image size of the feature extractor).
+    """
+
+    name = "base"
+    splits: tuple[str, ...] = ("trn", "val", "test")
+    #: Every category the benchmark defines, in its official order.
+    all_categories: tuple[str, ...] = ()
+
+    def __init__(self, root: str | os.PathLike, split: str = "test", frame: int = 768) -> None:
+        self.root = Path(root)
+        if split not in self.splits:
+            raise DatasetError(f"{self.name}: unknown split {split!r}; choose one of: {', '.join(self.splits)}")
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: {self.name} root directory is missing")
+        if frame <= 1:
+            raise DatasetError(f"frame must be > 1 (got {frame})")
+        self.split = split
+        self.frame = int(frame)
+        self.records: list[PairRecord] = []
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[PairSample]:
+        for i in range(len(self)):
+            yield self[i]
+
+    @property
+    def categories(self) -> list[str]:
+        """Categories present in this split, sorted."""
+        return sorted({r.category for r in self.records})
+
+    def sample(self, index: int, source_image: np.ndarray, target_image: np.ndarray) -> PairSample:
+        """Build the sample of pair ``index`` from its decoded images (frame keypoints, threshold)."""
+        record = self.records[index]
+        frame = self.frame
+        size0 = (source_image.shape[1], source_image.shape[0])
+        size1 = (target_image.shape[1], target_image.shape[0])
+        kps0 = keypoints_to_frame(record.source_kps, size0, frame)
+        kps1 = keypoints_to_frame(record.target_kps, size1, frame)
+        bbox1 = None
+        if record.target_bbox is not None:
+            # Mirroring moves the box but keeps its width and height, hence the threshold.
+            bbox1 = keypoints_to_frame(np.asarray(record.target_bbox, np.float64).reshape(2, 2), size1, frame)
+            bbox1 = bbox1.reshape(4)
+        if record.flip:
+            kps0, kps1 = flip_keypoints(kps0, frame), flip_keypoints(kps1, frame)
+        threshold = pck_threshold(record.threshold_kind, frame, kps1, bbox1)
+        return PairSample(
+            index=index,
+            record=record,
+            source_image=source_image,
+            target_image=target_image,
+            source_kps=clamp_keypoints(kps0, frame),
+            target_kps=clamp_keypoints(kps1, frame),
+            threshold=threshold,
+            frame=frame,
+        )
+
+    def __getitem__(self, index: int) -> PairSample:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"pair index {index} out of range for {len(self)} pairs")
+        index = index % len(self)
+        record = self.records[index]
+        return self.sample(index, read_rgb(record.source_path), read_rgb(record.target_path))

@@ -1,0 +1,6 @@
+"""Benchmark evaluation: PCK of a Matcher on SPair-71k, PF-Pascal and PF-Willow (SPEC 5)."""
+
+from .report import format_table, write_json
+from .runner import EvalResult, derive_seed, evaluate
+
+__all__ = ["evaluate", "EvalResult", "derive_seed", "format_table", "write_json"]

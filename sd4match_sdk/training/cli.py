@@ -1,0 +1,98 @@
+"""``sd4match-train``: tune a Single, Class or CPM prompt (SPEC 3).
+
+Example (the paper's SD4Match-CPM on SPair-71k)::
+
+    sd4match-train --config training/configs/cpm_spair.toml --root data/SPair-71k --out runs/cpm_spair
+
+Rerunning the same command after a kill resumes from ``<out>/state.pt``. Any config key can be
+overridden with ``--set key=value`` (e.g. ``--set micro_batch_size=9 --set num_workers=8``).
+Heavy imports happen inside :func:`main`, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+__all__ = ["main"]
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sd4match-train", description="Tune an SD4Match prompt (Single, Class or CPM).")
+    p.add_argument("--config", default=None, help="TOML config (training/configs/<prompt>_<dataset>.toml)")
+    p.add_argument("--root", default=None, help="dataset directory (overrides the config's root)")
+    p.add_argument("--out", default=None, help="output directory (overrides output_dir)")
+    p.add_argument("--model", default=None, help="SD 2.1 diffusers directory or hub id (overrides model)")
+    p.add_argument("--dino", default=None, help="DINOv2 directory or hub id for CPM (overrides dino)")
+    p.add_argument("--prompt", default=None, choices=["single", "class", "cpm"], help="prompt kind (overrides prompt)")
+    p.add_argument("--dataset", default=None, choices=["spair", "pfpascal", "pfwillow"], help="overrides dataset")
+    p.add_argument("--steps", type=int, default=None, help="stop after this many steps in total (overrides max_steps)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ... (overrides device)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs")
+    return p
+
+
+def _raise_interrupt(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``sd4match-train``; returns the exit code."""
+    args = _build_parser().parse_args(argv)
+    from ..errors import SD4MatchError
+
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # a scheduler's SIGTERM saves the state like Ctrl-C
+    try:
+        _run(args)
+    except SD4MatchError as err:
+        print(f"sd4match-train: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sd4match-train: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    from ..config import DEFAULT_DINO_MODEL, default_sd_model
+    from ..data import load_dataset
+    from ..errors import ConfigError
+    from ..models.loading import load_dino, load_sd_components
+    from .config import load_train_config, parse_override
+    from .trainer import Trainer
+
+    overrides = dict(parse_override(o) for o in args.overrides)
+    for key, value in (("root", args.root), ("output_dir", args.out), ("model", args.model), ("dino", args.dino),
+                       ("prompt", args.prompt), ("dataset", args.dataset), ("max_steps", args.steps),
+                       ("device", args.device)):  # fmt: skip
+        if value is not None:
+            overrides[key] = value
+    config = load_train_config(args.config, **overrides)
+    if not config.root:
+        raise ConfigError("no dataset directory: pass --root DIR (or set root in the config)")
+    train_set = load_dataset(config.dataset, config.root, split=config.train_split, frame=config.image_size)
+    val_set = load_dataset(config.dataset, config.root, split=config.val_split, frame=config.image_size) if config.val_split else None
+    components = load_sd_components(config.model or default_sd_model())
+    dino = load_dino(config.dino or DEFAULT_DINO_MODEL) if config.prompt == "cpm" else None
+    trainer = Trainer(config, components, train_set, val_set, dino, progress=not args.no_progress,
+                      tensorboard=not args.no_tensorboard)  # fmt: skip
+    total = config.total_steps(len(train_set))
+    print(
+        f"sd4match-train: {config.prompt} prompt on {config.dataset} {config.train_split} ({len(train_set)} pairs), "
+        f"{total} steps of {config.batch_size} pairs (micro-batch {config.micro_batch}), t={config.timestep}, "
+        f"device {trainer.device}, autocast {trainer.amp_dtype or 'off'}"
+        + (f"; resuming at step {trainer.step}" if trainer.resumed else "")
+    )
+    result = trainer.run()
+    best = f", best val NN-PCK@{config.val_alpha:g} {result.best_score:.4f} at step {result.best_step}" if result.best_step >= 0 else ""
+    print(f"sd4match-train: done at step {result.step}{best}; prompts in {config.output_dir}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
