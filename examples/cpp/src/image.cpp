@@ -34,6 +34,7 @@ void check_size(int64_t width, int64_t height, const std::string& path) {
 struct PngState {
     Image* image;
     std::vector<png_bytep> rows;
+    std::vector<uint8_t> scratch;
     char message[256];
 };
 
@@ -67,14 +68,19 @@ bool decode_png(std::FILE* file, PngState* state) {
         png_destroy_read_struct(&png, &info, nullptr);
         return false;
     }
-    if (depth == 16) png_set_strip_16(png);  // the high byte, as PIL's "RGB;16B" unpacker
-    if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);  // tRNS is not turned into alpha
+    // PIL opens 16-bit grayscale as mode "I;16", whose conversion to RGB clips values to 255;
+    // every other 16-bit PNG keeps the high byte of each sample ("RGB;16B", "LA;16B", ...).
+    const bool gray16 = color == PNG_COLOR_TYPE_GRAY && depth == 16;
+    if (depth == 16 && !gray16) png_set_strip_16(png);
+    if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
     if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
-    if (color & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(png);  // PIL's convert("RGB") drops alpha
-    if (color == PNG_COLOR_TYPE_GRAY || color == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(png);
+    // PIL's convert("RGB") drops alpha, also the alpha that a tRNS chunk expands into.
+    if ((color & PNG_COLOR_MASK_ALPHA) || png_get_valid(png, info, PNG_INFO_tRNS)) png_set_strip_alpha(png);
+    if (!gray16 && (color == PNG_COLOR_TYPE_GRAY || color == PNG_COLOR_TYPE_GRAY_ALPHA)) png_set_gray_to_rgb(png);
     png_set_interlace_handling(png);
     png_read_update_info(png, info);
-    if (png_get_rowbytes(png, info) != size_t(width) * 3) {
+    const size_t row_bytes = size_t(width) * (gray16 ? 2 : 3);
+    if (png_get_rowbytes(png, info) != row_bytes) {
         std::snprintf(state->message, sizeof state->message, "unexpected row layout after conversion to RGB");
         png_destroy_read_struct(&png, &info, nullptr);
         return false;
@@ -83,10 +89,19 @@ bool decode_png(std::FILE* file, PngState* state) {
     image.width = static_cast<int>(width);
     image.height = static_cast<int>(height);
     image.rgb.resize(size_t(width) * height * 3);
+    // 16-bit gray is read into a scratch buffer first, then clipped and replicated.
+    std::vector<uint8_t>& target = gray16 ? state->scratch : image.rgb;
+    target.resize(row_bytes * height);
     state->rows.resize(height);
-    for (png_uint_32 y = 0; y < height; ++y) state->rows[y] = image.rgb.data() + size_t(y) * width * 3;
+    for (png_uint_32 y = 0; y < height; ++y) state->rows[y] = target.data() + size_t(y) * row_bytes;
     png_read_image(png, state->rows.data());
     png_destroy_read_struct(&png, &info, nullptr);
+    if (gray16) {
+        for (size_t i = 0; i < size_t(width) * height; ++i) {
+            const unsigned v = (unsigned(state->scratch[2 * i]) << 8) | state->scratch[2 * i + 1];  // big-endian
+            image.rgb[3 * i] = image.rgb[3 * i + 1] = image.rgb[3 * i + 2] = static_cast<uint8_t>(v > 255 ? 255 : v);
+        }
+    }
     return true;
 }
 
@@ -177,7 +192,7 @@ Image read_image(const std::string& path) {
     std::rewind(file.get());
     Image image;
     if (got == 8 && png_sig_cmp(magic, 0, 8) == 0) {
-        PngState state{&image, {}, {}};
+        PngState state{&image, {}, {}, {}};
         if (!decode_png(file.get(), &state))
             throw input_error("cannot decode PNG image '" + path + "' (" + state.message + "); use a valid PNG or JPEG file");
     } else if (got >= 3 && magic[0] == 0xFF && magic[1] == 0xD8 && magic[2] == 0xFF) {

@@ -1,6 +1,7 @@
 // Reading images as PIL does for the SDK: PNG (libpng) and JPEG (libjpeg) decoded to 8-bit RGB.
 // Grayscale is replicated to RGB, alpha is dropped (not composited), palettes are expanded,
-// 16-bit samples keep their high byte; the EXIF orientation is ignored (as PIL's Image.open).
+// 16-bit samples keep their high byte except 16-bit grayscale, which PIL clips to 255; the EXIF
+// orientation is ignored (as PIL's Image.open). CMYK JPEGs are refused.
 #pragma once
 
 #include <cstdint>

@@ -2,7 +2,7 @@
 //
 //   sd4match_match --engine DIR --source A.png --target B.png --points "x,y;x,y"
 //                  [--category C] [--noise-dir D | --seed S] [--threads N]
-//                  [--runtime auto|onnxruntime|tensorrt] [--device N]
+//                  [--runtime auto|onnxruntime|tensorrt] [--device N] [--features-out F.npy]
 //
 // Prints {"source", "target", "engine", "runtime", "noise", "query", "points", "scores"} as JSON
 // on stdout. Errors go to stderr with exit status 2 (arguments, inputs, engine) or 1 (a runtime
@@ -22,6 +22,7 @@
 #include "image.hpp"
 #include "matcher.hpp"
 #include "noise.hpp"
+#include "npy.hpp"
 
 using namespace sd4match::engine;
 
@@ -30,7 +31,7 @@ namespace {
 const char* kUsage =
     "usage: sd4match_match --engine DIR --source A --target B --points \"x,y;x,y\"\n"
     "                      [--category C] [--noise-dir D | --seed S] [--threads N]\n"
-    "                      [--runtime auto|onnxruntime|tensorrt] [--device N]\n"
+    "                      [--runtime auto|onnxruntime|tensorrt] [--device N] [--features-out F.npy]\n"
     "\n"
     "  --engine DIR     engine directory written by sd4match-export (manifest.json + ONNX graphs)\n"
     "  --source A       image A (PNG or JPEG); --points are in its pixels\n"
@@ -43,11 +44,12 @@ const char* kUsage =
     "                   without --noise-dir or --seed, the noise is seeded randomly\n"
     "  --threads N      CPU threads for ONNX Runtime and the matching kernel (default 0: all)\n"
     "  --runtime R      auto (TensorRT when built with it and the engine has plans), onnxruntime, tensorrt\n"
-    "  --device N       CUDA device for TensorRT (default 0)\n";
+    "  --device N       CUDA device for TensorRT (default 0)\n"
+    "  --features-out F also write the pair's raw features (2, C, G, G) as float32 .npy (for comparisons)\n";
 
 struct Args {
-    std::string engine, source, target, points, noise_dir, runtime = "auto";
-    std::optional<std::string> category;
+    std::string engine, source, target, noise_dir, runtime = "auto", features_out;
+    std::optional<std::string> points, category;
     std::optional<uint64_t> seed;
     int threads = 0, device = 0;
 };
@@ -63,7 +65,8 @@ long long parse_int(const std::string& flag, const std::string& text, long long 
 Args parse_args(int argc, char** argv) {
     Args a;
     std::map<std::string, std::string*> strings{{"--engine", &a.engine},   {"--source", &a.source},       {"--target", &a.target},
-                                                {"--points", &a.points},   {"--noise-dir", &a.noise_dir}, {"--runtime", &a.runtime}};
+                                                {"--noise-dir", &a.noise_dir}, {"--runtime", &a.runtime},
+                                                {"--features-out", &a.features_out}};
     for (int i = 1; i < argc; ++i) {
         const std::string flag = argv[i];
         if (flag == "-h" || flag == "--help") {
@@ -74,6 +77,8 @@ Args parse_args(int argc, char** argv) {
         const std::string value = argv[++i];
         if (auto it = strings.find(flag); it != strings.end()) {
             *it->second = value;
+        } else if (flag == "--points") {
+            a.points = value;  // may be empty: no queries, an empty result (as the Python CLI)
         } else if (flag == "--category") {
             a.category = value;
         } else if (flag == "--seed") {
@@ -86,8 +91,9 @@ Args parse_args(int argc, char** argv) {
             throw usage_error("unknown option " + flag);
         }
     }
-    for (const char* required : {"--engine", "--source", "--target", "--points"})
+    for (const char* required : {"--engine", "--source", "--target"})
         if (strings[required]->empty()) throw usage_error(std::string(required) + " is required");
+    if (!a.points) throw usage_error("--points is required");
     if (!a.noise_dir.empty() && a.seed) throw usage_error("pass either --noise-dir or --seed, not both");
     return a;
 }
@@ -138,7 +144,7 @@ nlohmann::ordered_json points_json(const std::vector<Point>& points) {
 
 int run(int argc, char** argv) {
     const Args args = parse_args(argc, argv);
-    const auto raw_points = parse_points(args.points);
+    const auto raw_points = parse_points(*args.points);
     // Inputs first (cheap), then the engine (hashing, loading): fail fast on a typo.
     const Image source = read_image(args.source);
     const Image target = read_image(args.target);
@@ -163,7 +169,9 @@ int run(int argc, char** argv) {
         noise_origin = "seed:" + std::to_string(seed) + " (mt19937_64, not torch's generator)";
     }
 
-    const MatchResult result = matcher->match(source, target, points, args.category, noise);
+    HostTensor features;
+    const MatchResult result = matcher->match(source, target, points, args.category, noise, &features);
+    if (!args.features_out.empty() && !features.shape.empty()) write_npy(args.features_out, features.shape, features.f32.data());
     nlohmann::ordered_json out;
     out["source"] = args.source;
     out["target"] = args.target;

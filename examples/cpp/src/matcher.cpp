@@ -233,11 +233,12 @@ HostTensor Matcher::features(const Image& source, const Image& target, const std
 }
 
 MatchResult Matcher::match(const Image& source, const Image& target, const std::vector<Point>& points,
-                           const std::optional<std::string>& category, const PairNoise& noise) {
+                           const std::optional<std::string>& category, const PairNoise& noise, HostTensor* features_out) {
     MatchResult result;
     result.query = points;
     if (points.empty()) return result;  // as the SDK: no model run for no queries
     HostTensor feats = features(source, target, category, noise);
+    if (features_out != nullptr) *features_out = feats;
     const int64_t C = feats.shape[1], G_h = feats.shape[2], G_w = feats.shape[3];
     const int frame = manifest_.image_size;
     const int64_t N = static_cast<int64_t>(points.size());

@@ -59,9 +59,11 @@ class Matcher {
     HostTensor features(const Image& source, const Image& target, const std::optional<std::string>& category,
                         const PairNoise& noise);
 
-    //! Matches `points` (source pixels, already checked) into the target.
+    //! Matches `points` (source pixels, already checked) into the target. `features_out`, when
+    //! given, receives the raw features of the pair (not computed when there are no points).
     MatchResult match(const Image& source, const Image& target, const std::vector<Point>& points,
-                      const std::optional<std::string>& category, const PairNoise& noise);
+                      const std::optional<std::string>& category, const PairNoise& noise,
+                      HostTensor* features_out = nullptr);
 
   private:
     Matcher() = default;
