@@ -16,7 +16,9 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engine", required=True, help="engine directory (its manifest gives ensemble and latent shape)")
+    parser.add_argument(
+        "--engine", required=True, help="engine directory (its manifest gives ensemble and latent shape)"
+    )
     parser.add_argument("--seed", required=True, type=int, help="the seed of the Python match to reproduce")
     parser.add_argument("--out", required=True, help="directory to write the four .npy files to")
     args = parser.parse_args(argv)

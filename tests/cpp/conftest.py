@@ -59,7 +59,9 @@ def cpp_deps() -> Path:
         result = _run(["bash", str(EXAMPLE / "fetch_deps.sh"), str(DEPS)], env={**os.environ, "PYTHON": sys.executable})
         if result.returncode != 0:
             if "apt-get update failed" in result.stderr or "apt-get download" in result.stderr:
-                pytest.skip(f"cannot fetch libonnxruntime-dev from Debian (mirror unreachable?): {result.stderr.strip()[-300:]}")
+                pytest.skip(
+                    f"cannot fetch libonnxruntime-dev from Debian (mirror unreachable?): {result.stderr.strip()[-300:]}"
+                )
             if "keyring" in result.stderr:
                 pytest.skip(f"no Debian archive keyring: {result.stderr.strip()[-300:]}")
             pytest.fail(f"fetch_deps.sh failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
@@ -77,6 +79,9 @@ def cpp_build(cpp_deps: Path) -> Path:
     if result.returncode != 0 and (BUILD / "CMakeCache.txt").exists():
         shutil.rmtree(BUILD)  # a cache from another checkout or generator: start over once
         result = _run(configure)
+    for package, dev in (("PNG", "libpng-dev"), ("JPEG", "libjpeg-dev"), ("OpenSSL", "libssl-dev")):
+        if result.returncode != 0 and f"Could NOT find {package}" in result.stderr:
+            pytest.skip(f"the C++ example needs {dev} (apt-get install cmake g++ libpng-dev libjpeg-dev libssl-dev)")
     assert result.returncode == 0, f"cmake configure failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     result = _run(["cmake", "--build", str(BUILD), "-j", str(min(4, os.cpu_count() or 1))])
     assert result.returncode == 0, f"cmake --build failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
@@ -113,7 +118,9 @@ def cpp_class_engine(cpp_engines: Path, tiny_sd: Path) -> Path:
     from sd4match_sdk.prompts import PromptKind, PromptWeights, save_prompt
 
     g = torch.Generator().manual_seed(0)
-    weights = PromptWeights(PromptKind.CLASS, token_embeds={c: torch.randn((1, 77, 32), generator=g) for c in CLASS_NAMES})
+    weights = PromptWeights(
+        PromptKind.CLASS, token_embeds={c: torch.randn((1, 77, 32), generator=g) for c in CLASS_NAMES}
+    )
     prompt = save_prompt(cpp_engines / "class.safetensors", weights)
     return _export(
         cpp_engines / "engine_class", model=str(tiny_sd), prompt=str(prompt),

@@ -67,13 +67,17 @@ class TestEngineDirectory:
     def test_truncated_file(self, cpp_match, engine_copy):
         path = engine_copy / "vae_encoder.onnx"
         path.write_bytes(path.read_bytes()[:-7])
-        assert_refused(match(cpp_match, engine_copy), "vae_encoder.onnx' differs from its manifest", "bytes, the manifest says")
+        assert_refused(
+            match(cpp_match, engine_copy), "vae_encoder.onnx' differs from its manifest", "bytes, the manifest says"
+        )
 
     def test_file_not_in_manifest(self, cpp_match, engine_copy):
         manifest = json.loads((engine_copy / "manifest.json").read_text())
         del manifest["files"]["unet.onnx"]
         (engine_copy / "manifest.json").write_text(json.dumps(manifest))
-        assert_refused(match(cpp_match, engine_copy), "'unet.onnx' is used by the engine but not listed in its manifest")
+        assert_refused(
+            match(cpp_match, engine_copy), "'unet.onnx' is used by the engine but not listed in its manifest"
+        )
 
     def test_unknown_format_version(self, cpp_match, engine_copy):
         manifest = json.loads((engine_copy / "manifest.json").read_text())
@@ -92,9 +96,13 @@ class TestEngineDirectory:
         assert_refused(match(cpp_match, tmp_path / "absent"), "engine directory", "not found")
 
     def test_malformed_manifest(self, cpp_match, engine_copy):
-        (engine_copy / "manifest.json").write_text('{"format": "sd4match-engine", "format_version": 1, "sdk_version": "0.1.0"')
+        (engine_copy / "manifest.json").write_text(
+            '{"format": "sd4match-engine", "format_version": 1, "sdk_version": "0.1.0"'
+        )
         assert_refused(match(cpp_match, engine_copy), "cannot read", "manifest.json")
-        (engine_copy / "manifest.json").write_text('{"format": "sd4match-engine", "format_version": 1, "sdk_version": "0.1.0"}')
+        (engine_copy / "manifest.json").write_text(
+            '{"format": "sd4match-engine", "format_version": 1, "sdk_version": "0.1.0"}'
+        )
         assert_refused(match(cpp_match, engine_copy), "is incomplete or malformed")
 
     def test_graph_that_does_not_fit_its_manifest(self, cpp_match, engine_copy):
@@ -111,10 +119,16 @@ class TestInputs:
         truncated.write_bytes(SOURCE.read_bytes()[:4000])
         truncated_jpeg = tmp_path / "truncated.jpg"
         truncated_jpeg.write_bytes((DEMO / "ldmcorr_target_cat.jpeg").read_bytes()[:20000])
-        assert_refused(match(cpp_match, cpp_class_engine, source=tmp_path / "absent.png"), "image file not found", "absent.png")
-        assert_refused(match(cpp_match, cpp_class_engine, target=tmp_path / "text.png"), "text.png': it is not a PNG or JPEG file")
+        assert_refused(
+            match(cpp_match, cpp_class_engine, source=tmp_path / "absent.png"), "image file not found", "absent.png"
+        )
+        assert_refused(
+            match(cpp_match, cpp_class_engine, target=tmp_path / "text.png"), "text.png': it is not a PNG or JPEG file"
+        )
         assert_refused(match(cpp_match, cpp_class_engine, source=truncated), "cannot decode PNG image", "truncated.png")
-        assert_refused(match(cpp_match, cpp_class_engine, target=truncated_jpeg), "cannot decode JPEG image", "Premature end")
+        assert_refused(
+            match(cpp_match, cpp_class_engine, target=truncated_jpeg), "cannot decode JPEG image", "Premature end"
+        )
 
     def test_points_outside_or_nan_name_their_indices(self, cpp_match, cpp_class_engine):
         result = match(cpp_match, cpp_class_engine, points="10,10;1100,5;nan,4;-0.5,2;5,1099;inf,1")
@@ -137,14 +151,28 @@ class TestInputs:
     def test_noise_files(self, cpp_match, cpp_class_engine, tmp_path):
         from sd4match_sdk.noise import NOISE_FILES
 
-        base = ["--engine", cpp_class_engine, "--source", SOURCE, "--target", TARGET, "--points", "1,1", "--category", "cat"]
+        base = [
+            "--engine",
+            cpp_class_engine,
+            "--source",
+            SOURCE,
+            "--target",
+            TARGET,
+            "--points",
+            "1,1",
+            "--category",
+            "cat",
+        ]
         assert_refused(run_cpp(cpp_match, *base, "--noise-dir", tmp_path / "absent"), "noise directory", "not found")
         for name in NOISE_FILES:
             np.save(tmp_path / name, np.zeros((1, 4, 32, 32), np.float32))
         np.save(tmp_path / NOISE_FILES[1], np.zeros((2, 4, 32, 32), np.float64))
         assert_refused(run_cpp(cpp_match, *base, "--noise-dir", tmp_path), "noise_source.npy' holds dtype '<f8'")
         np.save(tmp_path / NOISE_FILES[1], np.zeros((3, 4, 32, 32), np.float32))
-        assert_refused(run_cpp(cpp_match, *base, "--noise-dir", tmp_path), "has shape (3, 4, 32, 32), this engine needs (2, 4, 32, 32)")
+        assert_refused(
+            run_cpp(cpp_match, *base, "--noise-dir", tmp_path),
+            "has shape (3, 4, 32, 32), this engine needs (2, 4, 32, 32)",
+        )
         np.save(tmp_path / NOISE_FILES[1], np.full((2, 4, 32, 32), np.nan, np.float32))
         assert_refused(run_cpp(cpp_match, *base, "--noise-dir", tmp_path), "holds NaN or infinite values")
         np.save(tmp_path / NOISE_FILES[1], np.asfortranarray(np.zeros((2, 4, 32, 32), np.float32)))
@@ -155,7 +183,10 @@ class TestInputs:
     def test_arguments(self, cpp_match, cpp_class_engine):
         base = ["--engine", cpp_class_engine, "--source", SOURCE, "--target", TARGET, "--category", "cat"]
         assert_refused(run_cpp(cpp_match, *base), "--points is required")
-        assert_refused(run_cpp(cpp_match, *base, "--points", "1,1", "--seed", "1", "--noise-dir", "x"), "either --noise-dir or --seed")
+        assert_refused(
+            run_cpp(cpp_match, *base, "--points", "1,1", "--seed", "1", "--noise-dir", "x"),
+            "either --noise-dir or --seed",
+        )
         assert_refused(run_cpp(cpp_match, *base, "--points", "1,1", "--threads", "-3"), "--threads expects an integer")
         assert_refused(run_cpp(cpp_match, *base, "--points", "1,1", "--bogus", "1"), "unknown option --bogus")
         assert_refused(run_cpp(cpp_match, *base, "--points", "1,1", "--runtime", "tensorrt"), "built without TensorRT")

@@ -9,12 +9,12 @@ Pillow's, test_cpp_preprocess.py), so they agree to float32 rounding (observed: 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from sd4match_sdk import Matcher
 from sd4match_sdk.images import load_image
@@ -31,11 +31,10 @@ FEATURE_ATOL = 1e-5
 
 def write_noise(engine: Path, seed: int, out: Path) -> Path:
     """The noise of ``match(..., seed=seed)``, through the documented script."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "cpp" / "write_noise.py"), "--engine", str(engine), "--seed", str(seed),
-         "--out", str(out)],
-        capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": ""},
-    )  # fmt: skip
+    script = ROOT / "examples" / "cpp" / "write_noise.py"
+    cmd = [sys.executable, str(script), "--engine", str(engine), "--seed", str(seed), "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr
     return out
 
@@ -90,8 +89,24 @@ def test_text_engine_at_768_matches_python(cpp_match, cpp_text768_engine, tmp_pa
 
 def test_noise_files_are_what_match_draws(cpp_match, cpp_class_engine, tmp_path):
     """Other noise gives other matches: the parity above depends on reading the right draws."""
-    same = run_cpp(cpp_match, cpp_class_engine, POINTS, "--category", "cat", "--noise-dir", str(write_noise(cpp_class_engine, 0, tmp_path / "a")))
-    other = run_cpp(cpp_match, cpp_class_engine, POINTS, "--category", "cat", "--noise-dir", str(write_noise(cpp_class_engine, 1, tmp_path / "b")))
+    same = run_cpp(
+        cpp_match,
+        cpp_class_engine,
+        POINTS,
+        "--category",
+        "cat",
+        "--noise-dir",
+        str(write_noise(cpp_class_engine, 0, tmp_path / "a")),
+    )
+    other = run_cpp(
+        cpp_match,
+        cpp_class_engine,
+        POINTS,
+        "--category",
+        "cat",
+        "--noise-dir",
+        str(write_noise(cpp_class_engine, 1, tmp_path / "b")),
+    )
     assert np.abs(np.asarray(same["points"]) - np.asarray(other["points"])).max() > 10 * MATCH_ATOL_PX
 
 

@@ -101,7 +101,7 @@ class TestDecode:
 
 class TestResize:
     # Down- and upscaling, one axis only, tall/wide targets (both pass orders of Pillow 13), 1x1.
-    SIZES = [(256, 256), (768, 768), (100, 37), (37, 100), (137, 40), (20, 91), (300, 200), (500, 60), (1, 1), (64, 90)]
+    SIZES = ((256, 256), (768, 768), (100, 37), (37, 100), (137, 40), (20, 91), (300, 200), (500, 60), (1, 1), (64, 90))
 
     def test_random_pixels_like_pil(self, cpp_preprocess, noise_image, tmp_path):
         source = Image.open(noise_image)
@@ -120,7 +120,9 @@ class TestResize:
             for size in [(256, 256), (768, 768), (source.width // 3, source.height // 2)]:
                 for name, filt in FILTERS.items():
                     got = cpp_resize(cpp_preprocess, image, size, name, tmp_path)
-                    np.testing.assert_array_equal(got, np.asarray(source.resize(size, filt)), err_msg=f"{image.name} {size}")
+                    np.testing.assert_array_equal(
+                        got, np.asarray(source.resize(size, filt)), err_msg=f"{image.name} {size}"
+                    )
 
     def test_horizontal_first_order_is_two_pil_passes(self, cpp_preprocess, noise_image, tmp_path):
         """Pillow <= 12 always resized horizontally first: the same as two one-axis PIL resizes."""

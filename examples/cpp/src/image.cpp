@@ -157,7 +157,8 @@ bool decode_jpeg(std::FILE* file, JpegState* state) {
     const int64_t width = cinfo.output_width, height = cinfo.output_height;
     if (width * height > kMaxPixels) {
         std::snprintf(state->err.message, sizeof state->err.message, "%lldx%lld pixels is larger than %lld",
-                      static_cast<long long>(width), static_cast<long long>(height), static_cast<long long>(kMaxPixels));
+                      static_cast<long long>(width), static_cast<long long>(height),
+                      static_cast<long long>(kMaxPixels));
         jpeg_destroy_decompress(&cinfo);
         return false;
     }
@@ -194,12 +195,14 @@ Image read_image(const std::string& path) {
     if (got == 8 && png_sig_cmp(magic, 0, 8) == 0) {
         PngState state{&image, {}, {}, {}};
         if (!decode_png(file.get(), &state))
-            throw input_error("cannot decode PNG image '" + path + "' (" + state.message + "); use a valid PNG or JPEG file");
+            throw input_error("cannot decode PNG image '" + path + "' (" + state.message +
+                              "); use a valid PNG or JPEG file");
     } else if (got >= 3 && magic[0] == 0xFF && magic[1] == 0xD8 && magic[2] == 0xFF) {
         auto state = std::make_unique<JpegState>();
         state->image = &image;
         if (!decode_jpeg(file.get(), state.get()))
-            throw input_error("cannot decode JPEG image '" + path + "' (" + state->err.message + "); use a valid PNG or JPEG file");
+            throw input_error("cannot decode JPEG image '" + path + "' (" + state->err.message +
+                              "); use a valid PNG or JPEG file");
     } else {
         throw input_error("cannot decode image '" + path + "': it is not a PNG or JPEG file; use a PNG or JPEG file");
     }

@@ -58,15 +58,16 @@ long long parse_int(const std::string& flag, const std::string& text, long long 
     long long v = 0;
     const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
     if (ec != std::errc() || end != text.data() + text.size() || v < lo || v > hi)
-        throw usage_error(flag + " expects an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got '" + text + "'");
+        throw usage_error(flag + " expects an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                          "], got '" + text + "'");
     return v;
 }
 
 Args parse_args(int argc, char** argv) {
     Args a;
-    std::map<std::string, std::string*> strings{{"--engine", &a.engine},   {"--source", &a.source},       {"--target", &a.target},
-                                                {"--noise-dir", &a.noise_dir}, {"--runtime", &a.runtime},
-                                                {"--features-out", &a.features_out}};
+    std::map<std::string, std::string*> strings{{"--engine", &a.engine},   {"--source", &a.source},
+                                                {"--target", &a.target},   {"--noise-dir", &a.noise_dir},
+                                                {"--runtime", &a.runtime}, {"--features-out", &a.features_out}};
     for (int i = 1; i < argc; ++i) {
         const std::string flag = argv[i];
         if (flag == "-h" || flag == "--help") {
@@ -164,14 +165,16 @@ int run(int argc, char** argv) {
         noise = read_pair_noise(args.noise_dir, m.ensemble, m.latent_shape);
         noise_origin = "npy:" + args.noise_dir;
     } else {
-        const uint64_t seed = args.seed ? *args.seed : (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}();
+        const uint64_t seed =
+            args.seed ? *args.seed : (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}();
         noise = draw_pair_noise(seed, m.ensemble, m.latent_shape);
         noise_origin = "seed:" + std::to_string(seed) + " (mt19937_64, not torch's generator)";
     }
 
     HostTensor features;
     const MatchResult result = matcher->match(source, target, points, args.category, noise, &features);
-    if (!args.features_out.empty() && !features.shape.empty()) write_npy(args.features_out, features.shape, features.f32.data());
+    if (!args.features_out.empty() && !features.shape.empty())
+        write_npy(args.features_out, features.shape, features.f32.data());
     nlohmann::ordered_json out;
     out["source"] = args.source;
     out["target"] = args.target;

@@ -98,12 +98,14 @@ std::array<int, 3> parse_version(const std::string& version) {
 void check_sdk_compatible(const std::string& written, const std::string& reader) {
     const auto w = parse_version(written), r = parse_version(reader);
     if (w > r)
-        throw engine_error("the engine was written by sd4match-sdk " + written + ", newer than the SDK this program was built from (" +
-                           reader + "); rebuild this program from sd4match-sdk " + written + " or newer, or " + kReexport);
+        throw engine_error("the engine was written by sd4match-sdk " + written +
+                           ", newer than the SDK this program was built from (" + reader +
+                           "); rebuild this program from sd4match-sdk " + written + " or newer, or " + kReexport);
     const bool same_series = w[0] == r[0] && (r[0] > 0 || w[1] == r[1]);
     if (!same_series)
-        throw engine_error("the engine was written by sd4match-sdk " + written + ", whose engine format this program (built from " +
-                           reader + ") does not read; " + kReexport);
+        throw engine_error("the engine was written by sd4match-sdk " + written +
+                           ", whose engine format this program (built from " + reader + ") does not read; " +
+                           kReexport);
 }
 
 Manifest read_manifest(const std::string& engine_dir, const std::string& reader_sdk_version) {
@@ -123,13 +125,15 @@ Manifest read_manifest(const std::string& engine_dir, const std::string& reader_
         throw engine_error("cannot read '" + path.string() + "' (" + err.what() + "); " + kReexport);
     }
     const std::string marker = data.is_object() && data.contains("format") && data["format"].is_string()
-                                   ? data["format"].get<std::string>() : std::string("<missing>");
+                                   ? data["format"].get<std::string>()
+                                   : std::string("<missing>");
     if (marker != kEngineFormat)
         throw engine_error("'" + path.string() + "' is not an sd4match engine manifest (format=" + marker + ")");
     const json version = data.value("format_version", json());
     if (!version.is_number_integer() || version.get<int>() != kEngineFormatVersion)
-        throw engine_error("'" + path.string() + "' has engine format version " + version.dump() + "; this program reads version " +
-                           std::to_string(kEngineFormatVersion) + ". Use the SDK that wrote it, or " + kReexport);
+        throw engine_error("'" + path.string() + "' has engine format version " + version.dump() +
+                           "; this program reads version " + std::to_string(kEngineFormatVersion) +
+                           ". Use the SDK that wrote it, or " + kReexport);
     check_sdk_compatible(data.value("sdk_version", std::string()), reader_sdk_version);
 
     Manifest m;
@@ -161,13 +165,15 @@ Manifest read_manifest(const std::string& engine_dir, const std::string& reader_
             m.files.emplace(name, FileEntry{f.at("sha256").get<std::string>(), f.at("bytes").get<uint64_t>()});
         if (data.contains("tensorrt") && !data["tensorrt"].is_null()) {
             const json& t = data["tensorrt"];
-            m.tensorrt = TensorRTInfo{t.at("version").get<std::string>(), t.at("compute_capability").get<std::string>()};
+            m.tensorrt =
+                TensorRTInfo{t.at("version").get<std::string>(), t.at("compute_capability").get<std::string>()};
         }
     } catch (const json::exception& err) {
         throw engine_error("'" + path.string() + "' is incomplete or malformed (" + err.what() + "); " + kReexport);
     }
     if (m.image_size <= 0 || m.ensemble <= 0 || m.max_batch <= 0 || m.latent_shape[0] <= 0 || m.feature_shape[1] < 2)
-        throw engine_error("'" + path.string() + "' has invalid sizes (image_size, ensemble, max_batch, latent or feature shape); " +
+        throw engine_error("'" + path.string() +
+                           "' has invalid sizes (image_size, ensemble, max_batch, latent or feature shape); " +
                            kReexport);
     return m;
 }
@@ -180,7 +186,8 @@ void verify_files(const Manifest& manifest, const std::vector<std::string>& name
             throw engine_error("'" + name + "' is used by the engine but not listed in its manifest; " + kReexport);
         std::error_code ec;
         if (!fs::is_regular_file(path, ec))
-            throw engine_error("engine file '" + path.string() + "' is missing; copy the whole engine directory or " + kReexport);
+            throw engine_error("engine file '" + path.string() + "' is missing; copy the whole engine directory or " +
+                               kReexport);
         const uint64_t size = fs::file_size(path, ec);
         std::string found;
         if (ec) {
@@ -192,8 +199,9 @@ void verify_files(const Manifest& manifest, const std::vector<std::string>& name
             if (digest == it->second.sha256) continue;
             found = "sha256 " + digest + ", the manifest says " + it->second.sha256;
         }
-        throw engine_error("engine file '" + path.string() + "' differs from its manifest (" + found +
-                           "): it was modified, truncated or belongs to another export. Rebuild the engine directory: " + kReexport);
+        throw engine_error(
+            "engine file '" + path.string() + "' differs from its manifest (" + found +
+            "): it was modified, truncated or belongs to another export. Rebuild the engine directory: " + kReexport);
     }
 }
 

@@ -19,9 +19,9 @@ constexpr const char* kEngineFormat = "sd4match-engine";
 
 struct TensorSpec {
     std::string name;
-    std::string dtype;                //!< numpy name: float32, float16, int64
-    std::vector<int64_t> shape;       //!< -1 for a dynamic axis
-    std::vector<std::string> dynamic; //!< the dynamic axis' name ("batch", "pairs"), "" for fixed axes
+    std::string dtype;                 //!< numpy name: float32, float16, int64
+    std::vector<int64_t> shape;        //!< -1 for a dynamic axis
+    std::vector<std::string> dynamic;  //!< the dynamic axis' name ("batch", "pairs"), "" for fixed axes
 };
 
 struct GraphEntry {

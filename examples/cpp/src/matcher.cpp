@@ -25,21 +25,26 @@ std::string format_number(double v) {
 }
 
 //! Checks that `graph` declares `name` with `dtype` and, where `dims` is not -1, these sizes.
-void expect_tensor(const Manifest& m, const std::string& graph, bool input, const std::string& name, const std::string& dtype,
-                   const std::vector<int64_t>& dims) {
+void expect_tensor(const Manifest& m, const std::string& graph, bool input, const std::string& name,
+                   const std::string& dtype, const std::vector<int64_t>& dims) {
     const GraphEntry& g = m.graph(graph);
     const TensorSpec* spec = input ? g.input(name) : g.output(name);
     const std::string where = std::string(input ? "input" : "output") + " '" + name + "' of the " + graph + " graph";
-    if (spec == nullptr) throw engine_error("the manifest of '" + m.directory + "' lacks the " + where + "; " + kReexport);
-    if (spec->dtype != dtype) throw engine_error("the " + where + " is " + spec->dtype + ", expected " + dtype + "; " + kReexport);
+    if (spec == nullptr)
+        throw engine_error("the manifest of '" + m.directory + "' lacks the " + where + "; " + kReexport);
+    if (spec->dtype != dtype)
+        throw engine_error("the " + where + " is " + spec->dtype + ", expected " + dtype + "; " + kReexport);
     bool same = spec->shape.size() == dims.size();
-    for (size_t i = 0; same && i < dims.size(); ++i) same = dims[i] < 0 ? spec->shape[i] < 0 : spec->shape[i] == dims[i];
+    for (size_t i = 0; same && i < dims.size(); ++i)
+        same = dims[i] < 0 ? spec->shape[i] < 0 : spec->shape[i] == dims[i];
     if (!same) {
         std::string got;
         for (size_t i = 0; i < spec->shape.size(); ++i)
             got += (i ? ", " : "") + (spec->shape[i] < 0 ? spec->dynamic[i] : std::to_string(spec->shape[i]));
-        throw engine_error("the " + where + " has shape (" + got + "), which does not fit the manifest's image size, ensemble "
-                           "and latent/feature shapes; " + kReexport);
+        throw engine_error("the " + where + " has shape (" + got +
+                           "), which does not fit the manifest's image size, ensemble "
+                           "and latent/feature shapes; " +
+                           kReexport);
     }
 }
 
@@ -48,13 +53,15 @@ HostTensor slice_rows(const HostTensor& t, int64_t begin, int64_t end) {
     const int64_t row = t.shape.empty() || t.shape[0] == 0 ? 0 : t.count() / t.shape[0];
     std::vector<int64_t> shape = t.shape;
     shape[0] = end - begin;
-    if (t.is_int64) return HostTensor::int64s(shape, std::vector<int64_t>(t.i64.begin() + begin * row, t.i64.begin() + end * row));
+    if (t.is_int64)
+        return HostTensor::int64s(shape, std::vector<int64_t>(t.i64.begin() + begin * row, t.i64.begin() + end * row));
     return HostTensor::floats(shape, std::vector<float>(t.f32.begin() + begin * row, t.f32.begin() + end * row));
 }
 
 }  // namespace
 
-std::vector<Point> check_points(const std::vector<std::array<double, 2>>& points, int width, int height, const std::string& what) {
+std::vector<Point> check_points(const std::vector<std::array<double, 2>>& points, int width, int height,
+                                const std::string& what) {
     std::vector<Point> out;
     std::vector<size_t> bad;
     for (size_t i = 0; i < points.size(); ++i) {
@@ -71,9 +78,9 @@ std::vector<Point> check_points(const std::vector<std::array<double, 2>>& points
     for (size_t k = 0; k < bad.size() && k < 5; ++k)
         shown += (k ? ", " : "") + std::to_string(bad[k]) + ": (" + format_number(points[bad[k]][0]) + ", " +
                  format_number(points[bad[k]][1]) + ")";
-    throw input_error(std::to_string(bad.size()) + " " + what + " point(s) are NaN/inf or outside the image (0 <= x < " +
-                      std::to_string(width) + ", 0 <= y < " + std::to_string(height) + "): indices [" + indices + "] [" + shown +
-                      "]; drop or clamp them");
+    throw input_error(std::to_string(bad.size()) + " " + what +
+                      " point(s) are NaN/inf or outside the image (0 <= x < " + std::to_string(width) + ", 0 <= y < " +
+                      std::to_string(height) + "): indices [" + indices + "] [" + shown + "]; drop or clamp them");
 }
 
 // Each scale factor is a double quotient rounded to float32, and each step a float32 product:
@@ -88,7 +95,8 @@ Point pixels_to_grid(const Point& p, int width, int height, int frame, int grid_
 Point grid_to_pixels(const Point& p, int width, int height, int frame, int grid_w, int grid_h) {
     const float fx = p[0] * static_cast<float>(static_cast<double>(frame - 1) / (grid_w - 1));
     const float fy = p[1] * static_cast<float>(static_cast<double>(frame - 1) / (grid_h - 1));
-    return {fx * static_cast<float>(static_cast<double>(width) / frame), fy * static_cast<float>(static_cast<double>(height) / frame)};
+    return {fx * static_cast<float>(static_cast<double>(width) / frame),
+            fy * static_cast<float>(static_cast<double>(height) / frame)};
 }
 
 std::unique_ptr<Matcher> Matcher::open(const std::string& engine_dir, const MatcherOptions& options) {
@@ -111,7 +119,9 @@ std::unique_ptr<Matcher> Matcher::open(const std::string& engine_dir, const Matc
     expect_tensor(man, "unet", false, "features", "float32", {-1, F[0], F[1], F[2]});
     if (mode == "table") {
         expect_tensor(man, "unet", true, "class_index", "int64", {-1});
-        if (man.categories.empty()) throw engine_error("the manifest of '" + engine_dir + "' has a context table but no categories; " + kReexport);
+        if (man.categories.empty())
+            throw engine_error("the manifest of '" + engine_dir + "' has a context table but no categories; " +
+                               kReexport);
     }
 
     // The runtime: TensorRT only when asked, or for "auto" when built with it and the engine has plans.
@@ -139,16 +149,19 @@ std::unique_ptr<Matcher> Matcher::open(const std::string& engine_dir, const Matc
     verify_files(man, files);
 
     if (mode == "input") {
-        const std::string config = (std::filesystem::path(engine_dir) / "dino_processor" / "preprocessor_config.json").string();
+        const std::string config =
+            (std::filesystem::path(engine_dir) / "dino_processor" / "preprocessor_config.json").string();
         if (man.files.count("dino_processor/preprocessor_config.json") == 0)
-            throw engine_error("CPM engine '" + engine_dir + "' lacks dino_processor/preprocessor_config.json; " + kReexport);
+            throw engine_error("CPM engine '" + engine_dir + "' lacks dino_processor/preprocessor_config.json; " +
+                               kReexport);
         m->dino_ = read_dino_config(config);
         const int64_t ch = m->dino_->crop_height, cw = m->dino_->crop_width;
         expect_tensor(man, "prompt_net", true, "dino_source", "float32", {-1, 3, ch, cw});
         expect_tensor(man, "prompt_net", true, "dino_target", "float32", {-1, 3, ch, cw});
         const TensorSpec* context = man.graph("prompt_net").output("context");
         if (context == nullptr || context->shape.size() != 3)
-            throw engine_error("the prompt_net graph of '" + engine_dir + "' lacks its (pairs, 77, D) 'context' output; " + kReexport);
+            throw engine_error("the prompt_net graph of '" + engine_dir +
+                               "' lacks its (pairs, 77, D) 'context' output; " + kReexport);
         expect_tensor(man, "unet", true, "context", "float32", {-1, context->shape[1], context->shape[2]});
         m->prompt_net_ = m->runtime_->open(man, "prompt_net");
     }
@@ -169,7 +182,8 @@ void Matcher::check_category(const std::optional<std::string>& category) const {
                                : "this engine has a class prompt: pass --category (one of: " + list + ")");
 }
 
-NamedTensors Matcher::run_chunked(const std::string& graph, const NamedTensors& inputs, const std::vector<std::string>& outputs) {
+NamedTensors Matcher::run_chunked(const std::string& graph, const NamedTensors& inputs,
+                                  const std::vector<std::string>& outputs) {
     GraphRunner& runner = graph == "vae_encoder" ? *vae_ : graph == "unet" ? *unet_ : *prompt_net_;
     const int64_t total = inputs.front().second.shape[0], step = manifest_.max_batch;
     std::vector<HostTensor> merged(outputs.size());
@@ -221,7 +235,8 @@ HostTensor Matcher::features(const Image& source, const Image& target, const std
 
     std::vector<float> maps = noise.source.noise;
     maps.insert(maps.end(), noise.target.noise.begin(), noise.target.noise.end());
-    NamedTensors unet_inputs{{"latents", std::move(latents)}, {"noise", HostTensor::floats({2, E, L[0], L[1], L[2]}, std::move(maps))}};
+    NamedTensors unet_inputs{{"latents", std::move(latents)},
+                             {"noise", HostTensor::floats({2, E, L[0], L[1], L[2]}, std::move(maps))}};
     if (manifest_.context_mode == "table") {
         const auto& cats = manifest_.categories;
         const int64_t index = std::find(cats.begin(), cats.end(), *category) - cats.begin();
@@ -233,7 +248,8 @@ HostTensor Matcher::features(const Image& source, const Image& target, const std
 }
 
 MatchResult Matcher::match(const Image& source, const Image& target, const std::vector<Point>& points,
-                           const std::optional<std::string>& category, const PairNoise& noise, HostTensor* features_out) {
+                           const std::optional<std::string>& category, const PairNoise& noise,
+                           HostTensor* features_out) {
     MatchResult result;
     result.query = points;
     if (points.empty()) return result;  // as the SDK: no model run for no queries
@@ -245,7 +261,8 @@ MatchResult Matcher::match(const Image& source, const Image& target, const std::
 
     std::vector<float> grid(2 * N), coords(2 * N), scores(N);
     for (int64_t i = 0; i < N; ++i) {
-        const Point g = pixels_to_grid(points[i], source.width, source.height, frame, static_cast<int>(G_w), static_cast<int>(G_h));
+        const Point g =
+            pixels_to_grid(points[i], source.width, source.height, frame, static_cast<int>(G_w), static_cast<int>(G_h));
         grid[2 * i] = g[0];
         grid[2 * i + 1] = g[1];
     }

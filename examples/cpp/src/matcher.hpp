@@ -67,7 +67,8 @@ class Matcher {
 
   private:
     Matcher() = default;
-    NamedTensors run_chunked(const std::string& graph, const NamedTensors& inputs, const std::vector<std::string>& outputs);
+    NamedTensors run_chunked(const std::string& graph, const NamedTensors& inputs,
+                             const std::vector<std::string>& outputs);
     HostTensor pair_context(const Image& source, const Image& target);
 
     Manifest manifest_;

@@ -14,8 +14,10 @@ std::vector<float> read_checked(const std::string& directory, const char* name, 
     const std::string path = (std::filesystem::path(directory) / name).string();
     std::error_code ec;
     if (!std::filesystem::is_regular_file(path, ec))
-        throw input_error("noise file '" + path + "' not found; write the noise directory with "
-                          "examples/cpp/write_noise.py --engine DIR --seed S --out " + directory);
+        throw input_error("noise file '" + path +
+                          "' not found; write the noise directory with "
+                          "examples/cpp/write_noise.py --engine DIR --seed S --out " +
+                          directory);
     NpyArray array = read_npy_float32(path);
     if (array.shape != expected)
         throw input_error("noise file '" + path + "' has shape " + shape_string(array.shape) + ", this engine needs " +
@@ -41,8 +43,10 @@ void fill_normal(std::mt19937_64& rng, std::vector<float>& out) {
 PairNoise read_pair_noise(const std::string& directory, int ensemble, const std::array<int64_t, 3>& latent) {
     std::error_code ec;
     if (!std::filesystem::is_directory(directory, ec))
-        throw input_error("noise directory '" + directory + "' not found; write it with "
-                          "examples/cpp/write_noise.py --engine DIR --seed S --out " + directory);
+        throw input_error("noise directory '" + directory +
+                          "' not found; write it with "
+                          "examples/cpp/write_noise.py --engine DIR --seed S --out " +
+                          directory);
     const std::vector<int64_t> eps_shape{1, latent[0], latent[1], latent[2]};
     const std::vector<int64_t> noise_shape{ensemble, latent[0], latent[1], latent[2]};
     PairNoise pair;

@@ -20,7 +20,8 @@ const char kMagic[] = "\x93NUMPY";
 std::string header_value(const std::string& header, const std::string& key, const std::string& path) {
     const std::string quoted = "'" + key + "'";
     size_t at = header.find(quoted);
-    if (at == std::string::npos) throw input_error("'" + path + "' is not a valid .npy file (no '" + key + "' in its header)");
+    if (at == std::string::npos)
+        throw input_error("'" + path + "' is not a valid .npy file (no '" + key + "' in its header)");
     at = header.find(':', at + quoted.size());
     if (at == std::string::npos) throw input_error("'" + path + "' has a malformed .npy header");
     size_t begin = header.find_first_not_of(' ', at + 1);
@@ -56,7 +57,8 @@ template <typename T>
 void write_npy_impl(const std::string& path, const std::vector<int64_t>& shape, const T* data, const char* descr) {
     int64_t count = 1;
     for (int64_t d : shape) count *= d;
-    std::string header = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': " + shape_string(shape) + ", }";
+    std::string header =
+        std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': " + shape_string(shape) + ", }";
     // Pad with spaces so that the data starts at a multiple of 64 bytes, ending with '\n'.
     const size_t preamble = 10;
     size_t total = preamble + header.size() + 1;
@@ -101,7 +103,8 @@ NpyArray read_npy_float32(const std::string& path) {
         in.read(reinterpret_cast<char*>(b), 4);
         header_length = b[0] | (b[1] << 8) | (b[2] << 16) | (uint32_t(b[3]) << 24);
     } else {
-        throw input_error("'" + path + "' uses .npy format version " + std::to_string(major) + ", which this reader does not know");
+        throw input_error("'" + path + "' uses .npy format version " + std::to_string(major) +
+                          ", which this reader does not know");
     }
     if (!in || header_length > (1u << 20)) throw input_error("'" + path + "' has a truncated or oversized .npy header");
     std::string header(header_length, '\0');
@@ -110,7 +113,8 @@ NpyArray read_npy_float32(const std::string& path) {
 
     const std::string descr = header_value(header, "descr", path);
     if (descr != "'<f4'")
-        throw input_error("'" + path + "' holds dtype " + descr + "; only little-endian float32 ('<f4') is read: save it with "
+        throw input_error("'" + path + "' holds dtype " + descr +
+                          "; only little-endian float32 ('<f4') is read: save it with "
                           "np.save(path, np.ascontiguousarray(array, dtype='<f4'))");
     if (header_value(header, "fortran_order", path) != "False")
         throw input_error("'" + path + "' is in Fortran order; save a C-order array (np.ascontiguousarray)");
@@ -121,7 +125,8 @@ NpyArray read_npy_float32(const std::string& path) {
     array.data.resize(static_cast<size_t>(count));
     in.read(reinterpret_cast<char*>(array.data.data()), static_cast<std::streamsize>(count * sizeof(float)));
     if (in.gcount() != static_cast<std::streamsize>(count * sizeof(float)))
-        throw input_error("'" + path + "' is truncated: its header promises " + shape_string(array.shape) + " float32 values");
+        throw input_error("'" + path + "' is truncated: its header promises " + shape_string(array.shape) +
+                          " float32 values");
     return array;
 }
 

@@ -54,10 +54,11 @@ class OnnxGraph final : public GraphRunner {
             const auto info = type.GetTensorTypeAndShapeInfo();
             const TensorSpec* spec = entry.input(inputs.back());
             if (spec != nullptr && info.GetElementType() != element_type(spec->dtype))
-                throw engine_error("input '" + inputs.back() + "' of '" + path + "' is not of the manifest's dtype " + spec->dtype +
-                                   "; the engine directory is inconsistent: re-export it");
+                throw engine_error("input '" + inputs.back() + "' of '" + path + "' is not of the manifest's dtype " +
+                                   spec->dtype + "; the engine directory is inconsistent: re-export it");
         }
-        for (size_t i = 0; i < session_.GetOutputCount(); ++i) outputs.push_back(session_.GetOutputNameAllocated(i, allocator).get());
+        for (size_t i = 0; i < session_.GetOutputCount(); ++i)
+            outputs.push_back(session_.GetOutputNameAllocated(i, allocator).get());
         check_tensor_names(manifest, graph, "inputs", entry.inputs, inputs);
         check_tensor_names(manifest, graph, "outputs", entry.outputs, outputs);
     }
@@ -70,11 +71,13 @@ class OnnxGraph final : public GraphRunner {
             input_names.push_back(name.c_str());
             // ONNX Runtime only reads inputs; the API takes non-const pointers.
             if (tensor.is_int64) {
-                values.push_back(Ort::Value::CreateTensor<int64_t>(memory, const_cast<int64_t*>(tensor.i64.data()), tensor.i64.size(),
-                                                                   tensor.shape.data(), tensor.shape.size()));
+                values.push_back(Ort::Value::CreateTensor<int64_t>(memory, const_cast<int64_t*>(tensor.i64.data()),
+                                                                   tensor.i64.size(), tensor.shape.data(),
+                                                                   tensor.shape.size()));
             } else {
-                values.push_back(Ort::Value::CreateTensor<float>(memory, const_cast<float*>(tensor.f32.data()), tensor.f32.size(),
-                                                                 tensor.shape.data(), tensor.shape.size()));
+                values.push_back(Ort::Value::CreateTensor<float>(memory, const_cast<float*>(tensor.f32.data()),
+                                                                 tensor.f32.size(), tensor.shape.data(),
+                                                                 tensor.shape.size()));
             }
         }
         for (const std::string& name : outputs) output_names.push_back(name.c_str());
@@ -91,7 +94,8 @@ class OnnxGraph final : public GraphRunner {
             if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
                 throw engine_error("output '" + outputs[i] + "' of the " + graph_ + " graph is not float32");
             const float* data = results[i].GetTensorData<float>();
-            out.emplace_back(outputs[i], HostTensor::floats(info.GetShape(), std::vector<float>(data, data + info.GetElementCount())));
+            out.emplace_back(outputs[i], HostTensor::floats(info.GetShape(),
+                                                            std::vector<float>(data, data + info.GetElementCount())));
         }
         return out;
     }

@@ -49,9 +49,12 @@ DinoProcessorConfig read_dino_config(const std::string& path) {
         c.crop_height = data.at("crop_size").at("height").get<int>();
         c.crop_width = data.at("crop_size").at("width").get<int>();
         const int resample = data.value("resample", 3);
-        if (resample == 3) c.filter = ResampleFilter::Bicubic;
-        else if (resample == 2) c.filter = ResampleFilter::Bilinear;
-        else throw unsupported("PIL resample filter " + std::to_string(resample));
+        if (resample == 3)
+            c.filter = ResampleFilter::Bicubic;
+        else if (resample == 2)
+            c.filter = ResampleFilter::Bilinear;
+        else
+            throw unsupported("PIL resample filter " + std::to_string(resample));
         c.rescale_factor = data.at("rescale_factor").get<double>();
         const auto mean = data.at("image_mean").get<std::vector<double>>();
         const auto std = data.at("image_std").get<std::vector<double>>();

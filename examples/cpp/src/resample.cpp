@@ -127,7 +127,8 @@ std::vector<uint8_t> vertical(const std::vector<uint8_t>& in, int w, int row0, c
 }  // namespace
 
 Image resize(const Image& image, int width, int height, ResampleFilter filter, PassOrder order) {
-    if (width <= 0 || height <= 0) throw input_error("cannot resize an image to " + std::to_string(width) + "x" + std::to_string(height));
+    if (width <= 0 || height <= 0)
+        throw input_error("cannot resize an image to " + std::to_string(width) + "x" + std::to_string(height));
     if (image.width <= 0 || image.height <= 0) throw input_error("cannot resize an empty image");
     if (width == image.width && height == image.height) return image;  // PIL returns a copy
     const Taps tx = compute_taps(image.width, width, filter);

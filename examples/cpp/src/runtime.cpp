@@ -16,7 +16,8 @@ HostTensor HostTensor::floats(std::vector<int64_t> shape, std::vector<float> val
     HostTensor t;
     t.shape = std::move(shape);
     t.f32 = std::move(values);
-    if (static_cast<int64_t>(t.f32.size()) != t.count()) throw runtime_error("internal error: tensor size does not match its shape");
+    if (static_cast<int64_t>(t.f32.size()) != t.count())
+        throw runtime_error("internal error: tensor size does not match its shape");
     return t;
 }
 
@@ -25,7 +26,8 @@ HostTensor HostTensor::int64s(std::vector<int64_t> shape, std::vector<int64_t> v
     t.shape = std::move(shape);
     t.i64 = std::move(values);
     t.is_int64 = true;
-    if (static_cast<int64_t>(t.i64.size()) != t.count()) throw runtime_error("internal error: tensor size does not match its shape");
+    if (static_cast<int64_t>(t.i64.size()) != t.count())
+        throw runtime_error("internal error: tensor size does not match its shape");
     return t;
 }
 
@@ -44,7 +46,8 @@ void check_tensor_names(const Manifest& manifest, const std::string& graph, cons
         return s;
     };
     throw engine_error("the " + graph + " graph of '" + manifest.directory + "' has " + what + " (" + join(actual) +
-                       ") but its manifest lists (" + join(expected) + "); the engine directory is inconsistent: re-export it");
+                       ") but its manifest lists (" + join(expected) +
+                       "); the engine directory is inconsistent: re-export it");
 }
 
 }  // namespace sd4match::engine

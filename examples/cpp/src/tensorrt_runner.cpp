@@ -16,7 +16,8 @@ namespace sd4match::engine {
 namespace {
 
 void cuda_check(cudaError_t status, const char* what) {
-    if (status != cudaSuccess) throw runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(status));
+    if (status != cudaSuccess)
+        throw runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(status));
 }
 
 class Logger final : public nvinfer1::ILogger {
@@ -42,11 +43,16 @@ struct DeviceBuffer {
 
 size_t element_size(nvinfer1::DataType type) {
     switch (type) {
-        case nvinfer1::DataType::kFLOAT: return 4;
-        case nvinfer1::DataType::kINT64: return 8;
-        case nvinfer1::DataType::kHALF: return 2;
-        case nvinfer1::DataType::kINT32: return 4;
-        default: throw engine_error("a TensorRT plan tensor has a data type this program does not handle");
+        case nvinfer1::DataType::kFLOAT:
+            return 4;
+        case nvinfer1::DataType::kINT64:
+            return 8;
+        case nvinfer1::DataType::kHALF:
+            return 2;
+        case nvinfer1::DataType::kINT32:
+            return 4;
+        default:
+            throw engine_error("a TensorRT plan tensor has a data type this program does not handle");
     }
 }
 
@@ -59,7 +65,9 @@ class TrtGraph final : public GraphRunner {
         const std::vector<char> plan((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
         cuda_check(cudaSetDevice(device_), "cudaSetDevice");
         engine_.reset(runtime_->runtime->deserializeCudaEngine(plan.data(), plan.size()));
-        if (!engine_) throw engine_error("TensorRT could not deserialize '" + path + "'; rebuild it with sd4match-export --engine trt");
+        if (!engine_)
+            throw engine_error("TensorRT could not deserialize '" + path +
+                               "'; rebuild it with sd4match-export --engine trt");
         context_.reset(engine_->createExecutionContext());
         if (!context_) throw runtime_error("TensorRT could not create an execution context for '" + path + "'");
         std::vector<std::string> inputs, outputs;
@@ -80,15 +88,19 @@ class TrtGraph final : public GraphRunner {
         for (const auto& [name, tensor] : inputs) {
             const size_t bytes = tensor.count() * (tensor.is_int64 ? sizeof(int64_t) : sizeof(float));
             if (element_size(engine_->getTensorDataType(name.c_str())) != (tensor.is_int64 ? 8u : 4u))
-                throw engine_error("input '" + name + "' of the " + graph_ + " plan has another data type than the manifest");
+                throw engine_error("input '" + name + "' of the " + graph_ +
+                                   " plan has another data type than the manifest");
             buffers.push_back(std::make_unique<DeviceBuffer>(bytes));
-            const void* host = tensor.is_int64 ? static_cast<const void*>(tensor.i64.data()) : static_cast<const void*>(tensor.f32.data());
-            cuda_check(cudaMemcpyAsync(buffers.back()->ptr, host, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync");
+            const void* host = tensor.is_int64 ? static_cast<const void*>(tensor.i64.data())
+                                               : static_cast<const void*>(tensor.f32.data());
+            cuda_check(cudaMemcpyAsync(buffers.back()->ptr, host, bytes, cudaMemcpyHostToDevice, stream_),
+                       "cudaMemcpyAsync");
             nvinfer1::Dims dims{};
             dims.nbDims = static_cast<int32_t>(tensor.shape.size());
             for (size_t d = 0; d < tensor.shape.size(); ++d) dims.d[d] = tensor.shape[d];
             if (!context_->setInputShape(name.c_str(), dims))
-                throw runtime_error("TensorRT refused the shape of input '" + name + "' of the " + graph_ + " plan (outside its profile?)");
+                throw runtime_error("TensorRT refused the shape of input '" + name + "' of the " + graph_ +
+                                    " plan (outside its profile?)");
             context_->setTensorAddress(name.c_str(), buffers.back()->ptr);
         }
         std::vector<std::pair<std::string, DeviceBuffer*>> produced;
@@ -98,12 +110,14 @@ class TrtGraph final : public GraphRunner {
             std::vector<int64_t> shape(dims.d, dims.d + dims.nbDims);
             int64_t count = 1;
             for (int64_t d : shape) count *= d;
-            buffers.push_back(std::make_unique<DeviceBuffer>(count * element_size(engine_->getTensorDataType(name.c_str()))));
+            buffers.push_back(
+                std::make_unique<DeviceBuffer>(count * element_size(engine_->getTensorDataType(name.c_str()))));
             context_->setTensorAddress(name.c_str(), buffers.back()->ptr);
             produced.emplace_back(name, buffers.back().get());
             shapes.push_back(shape);
         }
-        if (!context_->enqueueV3(stream_)) throw runtime_error("TensorRT execution of the " + graph_ + " plan failed (see the TensorRT log)");
+        if (!context_->enqueueV3(stream_))
+            throw runtime_error("TensorRT execution of the " + graph_ + " plan failed (see the TensorRT log)");
         NamedTensors out;
         for (const std::string& name : wanted) {
             size_t i = 0;
@@ -114,7 +128,8 @@ class TrtGraph final : public GraphRunner {
             HostTensor t;
             t.shape = shapes[i];
             t.f32.resize(t.count());
-            cuda_check(cudaMemcpyAsync(t.f32.data(), produced[i].second->ptr, t.f32.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_),
+            cuda_check(cudaMemcpyAsync(t.f32.data(), produced[i].second->ptr, t.f32.size() * sizeof(float),
+                                       cudaMemcpyDeviceToHost, stream_),
                        "cudaMemcpyAsync");
             out.emplace_back(name, std::move(t));
         }
@@ -155,23 +170,28 @@ class TensorRT final : public Runtime {
 bool tensorrt_available() { return true; }
 
 std::unique_ptr<Runtime> make_tensorrt(const Manifest& manifest, int device) {
-    const std::string rebuild = "rebuild the plans on this machine (sd4match-export --engine trt --plans-only --out DIR) or use --runtime onnxruntime";
+    const std::string rebuild =
+        "rebuild the plans on this machine (sd4match-export --engine trt --plans-only --out DIR) or use --runtime "
+        "onnxruntime";
     for (const auto& [name, graph] : manifest.graphs)
-        if (graph.plan.empty()) throw usage_error("'" + manifest.directory + "' holds no TensorRT plan for " + name + "; " + rebuild);
-    if (!manifest.tensorrt) throw engine_error("the manifest lists TensorRT plans but no 'tensorrt' section; " + rebuild);
+        if (graph.plan.empty())
+            throw usage_error("'" + manifest.directory + "' holds no TensorRT plan for " + name + "; " + rebuild);
+    if (!manifest.tensorrt)
+        throw engine_error("the manifest lists TensorRT plans but no 'tensorrt' section; " + rebuild);
     cudaDeviceProp prop{};
     cuda_check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
     const std::string capability = std::to_string(prop.major) + "." + std::to_string(prop.minor);
     if (manifest.tensorrt->compute_capability != capability)
-        throw engine_error("the TensorRT plans were built for compute capability " + manifest.tensorrt->compute_capability +
-                           "; CUDA device " + std::to_string(device) + " has " + capability + ": " + rebuild);
+        throw engine_error("the TensorRT plans were built for compute capability " +
+                           manifest.tensorrt->compute_capability + "; CUDA device " + std::to_string(device) + " has " +
+                           capability + ": " + rebuild);
     // The library reports major * 10000 + minor * 100 + patch; the manifest has Python's "10.3.0(.build)".
     const int32_t linked = getInferLibVersion();
     const auto parts = parse_version(manifest.tensorrt->version);
     if (parts[0] * 10000 + parts[1] * 100 + parts[2] != linked)
-        throw engine_error("the TensorRT plans were built with TensorRT " + manifest.tensorrt->version + "; this program uses TensorRT " +
-                           std::to_string(linked / 10000) + "." + std::to_string(linked / 100 % 100) + "." +
-                           std::to_string(linked % 100) + ": " + rebuild);
+        throw engine_error("the TensorRT plans were built with TensorRT " + manifest.tensorrt->version +
+                           "; this program uses TensorRT " + std::to_string(linked / 10000) + "." +
+                           std::to_string(linked / 100 % 100) + "." + std::to_string(linked % 100) + ": " + rebuild);
     return std::make_unique<TensorRT>(device);
 }
 

@@ -46,7 +46,8 @@ int run(int argc, char** argv) {
     } else if (mode == "resize" && (argc == 7 || argc == 8)) {
         const std::string filter = argv[5], order = argc == 8 ? argv[7] : "pillow13";
         if (filter != "bilinear" && filter != "bicubic") throw usage_error("filter must be bilinear or bicubic");
-        if (order != "pillow13" && order != "horizontal-first") throw usage_error("pass order must be pillow13 or horizontal-first");
+        if (order != "pillow13" && order != "horizontal-first")
+            throw usage_error("pass order must be pillow13 or horizontal-first");
         write_image(argv[6], resize(read_image(argv[2]), to_int(argv[3]), to_int(argv[4]),
                                     filter == "bicubic" ? ResampleFilter::Bicubic : ResampleFilter::Bilinear,
                                     order == "pillow13" ? PassOrder::Pillow13 : PassOrder::HorizontalFirst));
@@ -55,7 +56,8 @@ int run(int argc, char** argv) {
         write_npy(argv[4], {1, 3, size, size}, sd_pixels(read_image(argv[2]), size).data());
     } else if (mode == "dino" && argc == 5) {
         const DinoProcessorConfig config = read_dino_config(argv[3]);
-        write_npy(argv[4], {1, 3, config.crop_height, config.crop_width}, dino_pixels(read_image(argv[2]), config).data());
+        write_npy(argv[4], {1, 3, config.crop_height, config.crop_width},
+                  dino_pixels(read_image(argv[2]), config).data());
     } else {
         throw usage_error("bad arguments");
     }
