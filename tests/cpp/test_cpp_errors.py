@@ -90,6 +90,12 @@ class TestEngineDirectory:
         manifest["sdk_version"] = "9.0.0"
         (engine_copy / "manifest.json").write_text(json.dumps(manifest))
         assert_refused(match(cpp_match, engine_copy), "written by sd4match-sdk 9.0.0, newer than the SDK")
+        manifest["sdk_version"] = "0.0.9"  # 0.x: another minor version is another release series
+        (engine_copy / "manifest.json").write_text(json.dumps(manifest))
+        assert_refused(match(cpp_match, engine_copy), "written by sd4match-sdk 0.0.9, whose engine format")
+        manifest["sdk_version"] = None
+        (engine_copy / "manifest.json").write_text(json.dumps(manifest))
+        assert_refused(match(cpp_match, engine_copy), "unreadable version 'null'")
 
     def test_not_an_engine_directory(self, cpp_match, tmp_path):
         assert_refused(match(cpp_match, tmp_path), "manifest.json' not found", "is not an engine directory")

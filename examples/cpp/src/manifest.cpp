@@ -134,7 +134,8 @@ Manifest read_manifest(const std::string& engine_dir, const std::string& reader_
         throw engine_error("'" + path.string() + "' has engine format version " + version.dump() +
                            "; this program reads version " + std::to_string(kEngineFormatVersion) +
                            ". Use the SDK that wrote it, or " + kReexport);
-    check_sdk_compatible(data.value("sdk_version", std::string()), reader_sdk_version);
+    const json written = data.value("sdk_version", json());
+    check_sdk_compatible(written.is_string() ? written.get<std::string>() : written.dump(), reader_sdk_version);
 
     Manifest m;
     m.directory = engine_dir;
