@@ -216,6 +216,20 @@ class Matcher:
         """One image's noise: ``eps_vae (1,4,h,w)`` then ``noise (E,4,h,w)`` from ``generator``."""
         return draw_image_noise(generator, self.feature_config.ensemble, self.backend.latent_shape)
 
+    def draw_pair_noise(
+        self, seed: int | None = None, generator: torch.Generator | None = None
+    ) -> tuple[ImageNoise, ImageNoise]:
+        """The noise ``match(..., seed=seed)`` draws for a pair: ``(source, target)``.
+
+        Save it with :func:`sd4match_sdk.noise.save_pair_noise` to reproduce that match without
+        torch, e.g. from C++ (docs/cpp.md).
+        """
+        return self._pair_noise(make_generator(seed, generator))
+
+    def _pair_noise(self, generator: torch.Generator | None) -> tuple[ImageNoise, ImageNoise]:
+        source = self.draw_noise(generator)  # the source draws first, then the target
+        return source, self.draw_noise(generator)
+
     # ------------------------------------------------------------------ features
 
     def features(
@@ -320,8 +334,7 @@ class Matcher:
             return results
         noises = []
         for i in active:
-            source_noise = self.draw_noise(generators[i])  # the source draws first, then the target
-            noises.append((source_noise, self.draw_noise(generators[i])))
+            noises.append(self._pair_noise(generators[i]))
         feats = self.backend.extract_pairs(
             [sources[i] for i in active], [targets[i] for i in active], [items[i][3] for i in active], noises
         )

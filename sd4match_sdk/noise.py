@@ -4,16 +4,35 @@ For one image: ``eps_vae = randn(1, 4, h, w)`` (the VAE posterior sample), then
 ``noise = randn(E, 4, h, w)`` (the E diffusion noise maps). For a pair the source image draws
 first, then the target. Draws are float32 on the CPU (so a seed gives the same numbers on every
 device and backend) and are moved to the device afterwards.
+
+A pair's noise can be saved as ``.npy`` files (:func:`save_pair_noise`, layout in
+:data:`NOISE_FILES`) for programs without torch, e.g. the C++ example (docs/cpp.md), to
+reproduce a Python match exactly.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ImageNoise", "draw_image_noise", "draw_pair_noise", "make_generator"]
+__all__ = [
+    "NOISE_FILES",
+    "ImageNoise",
+    "draw_image_noise",
+    "draw_pair_noise",
+    "load_pair_noise",
+    "make_generator",
+    "save_pair_noise",
+]
+
+#: A noise directory: one little-endian float32 C-order ``.npy`` file per draw, in drawing order:
+#: the source's ``eps_vae (1, 4, h, w)`` and ``noise (E, 4, h, w)``, then the target's.
+NOISE_FILES = ("eps_vae_source.npy", "noise_source.npy", "eps_vae_target.npy", "noise_target.npy")
 
 
 @dataclass(frozen=True)
@@ -60,3 +79,42 @@ def draw_pair_noise(
     source = draw_image_noise(generator, ensemble, latent_shape)
     target = draw_image_noise(generator, ensemble, latent_shape)
     return source, target
+
+
+def save_pair_noise(directory: str | os.PathLike, source: ImageNoise, target: ImageNoise) -> list[Path]:
+    """Write a pair's noise as the four ``.npy`` files of :data:`NOISE_FILES` (float32, C order).
+
+    ``Matcher.match(a, b, points, seed=s)`` draws ``draw_pair_noise(make_generator(s), E, latent)``;
+    saving that and feeding the files to an engine reproduces the match exactly.
+
+    Returns:
+        The paths written, in :data:`NOISE_FILES` order.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, tensor in zip(NOISE_FILES, (source.eps_vae, source.noise, target.eps_vae, target.noise)):
+        path = directory / name
+        np.save(path, np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype="<f4"))
+        paths.append(path)
+    return paths
+
+
+def load_pair_noise(directory: str | os.PathLike) -> tuple[ImageNoise, ImageNoise]:
+    """Read a noise directory written by :func:`save_pair_noise`: ``(source, target)``.
+
+    Raises:
+        ConfigError: a file is missing or not float32.
+    """
+    from .errors import ConfigError
+
+    arrays = []
+    for name in NOISE_FILES:
+        path = Path(directory) / name
+        if not path.is_file():
+            raise ConfigError(f"noise file {str(path)!r} not found; write the directory with save_pair_noise")
+        array = np.load(path, allow_pickle=False)
+        if array.dtype != np.float32:
+            raise ConfigError(f"noise file {str(path)!r} holds {array.dtype}, expected float32")
+        arrays.append(torch.from_numpy(np.ascontiguousarray(array)))
+    return ImageNoise(arrays[0], arrays[1]), ImageNoise(arrays[2], arrays[3])
