@@ -85,75 +85,52 @@ def build_tiny_tokenizer(path: str | Path, words: tuple[str, ...] | list[str] = 
     return path
 
 
-def build_tiny_sd(
-    path: str | Path,
-    seed: int = 0,
-    text_dim: int = 32,
-    unet_channels: tuple[int, int, int, int] = (32, 64, 64, 64),
-    v4_text_encoder_keys: bool = False,
-) -> Path:
-    """Write a tiny SD-2.1-shaped diffusers pipeline directory with random weights.
+#: The SD 2.1 (768-v) UNet configuration, as in its ``unet/config.json``.
+SD21_UNET_CONFIG = dict(
+    sample_size=96,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=1024,
+    attention_head_dim=(5, 10, 20, 20),
+    use_linear_projection=True,
+    upcast_attention=True,
+    norm_num_groups=32,
+)
+#: The SD 2.1 VAE configuration.
+SD21_VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=768,
+    scaling_factor=0.18215,
+)
+#: The SD 2.1 text encoder (OpenCLIP ViT-H, 23 layers stored) configuration.
+SD21_TEXT_CONFIG = dict(
+    vocab_size=49408,
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=23,
+    num_attention_heads=16,
+    max_position_embeddings=77,
+    hidden_act="gelu",
+    projection_dim=512,
+)
 
-    The layout is a real diffusers one (``model_index.json``, ``unet/``, ``vae/``,
-    ``text_encoder/``, ``tokenizer/``, ``scheduler/``), so it loads exactly as SD 2.1 does.
 
-    Args:
-        path: output directory.
-        seed: seed of the random weights.
-        text_dim: CLIP hidden size (1024 in SD 2.1); also the UNet's cross-attention width.
-        unet_channels: UNet ``block_out_channels`` (320, 640, 1280, 1280 in SD 2.1).
-        v4_text_encoder_keys: store the text encoder with transformers-4 key names
-            (``text_model.*``), as the real SD 2.1 checkpoints do.
-    """
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+def _sd21_scheduler():
+    """SD 2.1's scheduler config (a v-prediction DDIM; add_noise only reads alphas_cumprod)."""
+    from diffusers import DDIMScheduler
 
-    path = Path(path)
-    tok_dir = build_tiny_tokenizer(path / "tokenizer")
-    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=96,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=2,
-        block_out_channels=unet_channels,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=text_dim,
-        attention_head_dim=(1, 2, 4, 4),  # SD 2.1: (5, 10, 20, 20), read by diffusers as head counts
-        use_linear_projection=True,
-        upcast_attention=True,
-        norm_num_groups=32,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 32, 32),  # SD 2.1: (128, 256, 512, 512)
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=768,
-        scaling_factor=0.18215,
-    )
-    text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=text_dim,
-        intermediate_size=2 * text_dim,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-        hidden_act="gelu",
-        projection_dim=text_dim,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    text_encoder = CLIPTextModel(text_config)
-    # SD 2.1's scheduler config (a v-prediction DDIM; add_noise only reads alphas_cumprod).
-    scheduler = DDIMScheduler(
+    return DDIMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
         beta_end=0.012,
@@ -163,7 +140,14 @@ def build_tiny_sd(
         steps_offset=1,
         prediction_type="v_prediction",
     )
-    pipe = StableDiffusionPipeline(
+
+
+def _save_pipeline(path: Path, unet, vae, text_encoder, tokenizer, scheduler) -> Path:
+    """Save the parts as a diffusers pipeline directory, with the tokenizer as SD 2.1 ships it
+    (``vocab.json`` + ``merges.txt``, not only ``tokenizer.json``)."""
+    from diffusers import StableDiffusionPipeline
+
+    StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -172,12 +156,70 @@ def build_tiny_sd(
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
-    )
-    pipe.save_pretrained(path)
-    # Keep the tokenizer as SD 2.1 ships it (vocab.json + merges.txt), not only tokenizer.json.
-    for name in ("tokenizer.json",):
-        (path / "tokenizer" / name).unlink(missing_ok=True)
+    ).save_pretrained(path)
+    (path / "tokenizer" / "tokenizer.json").unlink(missing_ok=True)
     build_tiny_tokenizer(path / "tokenizer")
+    return path
+
+
+def build_tiny_sd(
+    path: str | Path,
+    seed: int = 0,
+    text_dim: int = 32,
+    unet_channels: tuple[int, int, int, int] = (32, 64, 64, 64),
+    v4_text_encoder_keys: bool = False,
+) -> Path:
+    """Write a tiny SD-2.1-shaped diffusers pipeline directory with random weights.
+
+    The configurations are SD 2.1's (:data:`SD21_UNET_CONFIG`, ...) with smaller widths, so the
+    block types and order, ``upcast_attention``, the linear projections and the 768 px -> 96
+    latent -> 48 feature grid geometry are the real ones. The layout is a real diffusers one
+    (``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``,
+    ``scheduler/``), so it loads exactly as SD 2.1 does.
+
+    Args:
+        path: output directory.
+        seed: seed of the random weights.
+        text_dim: CLIP hidden size (1024 in SD 2.1); also the UNet's cross-attention width.
+        unet_channels: UNet ``block_out_channels`` (320, 640, 1280, 1280 in SD 2.1).
+        v4_text_encoder_keys: store the text encoder with transformers-4 key names
+            (``text_model.*``), as the real SD 2.1 checkpoints do.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    path = Path(path)
+    tokenizer = CLIPTokenizer.from_pretrained(build_tiny_tokenizer(path / "tokenizer"))
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        **{
+            **SD21_UNET_CONFIG,
+            "block_out_channels": unet_channels,
+            "cross_attention_dim": text_dim,
+            "attention_head_dim": (1, 2, 4, 4),  # SD 2.1: (5, 10, 20, 20), read by diffusers as head counts
+        }
+    )
+    vae = AutoencoderKL(
+        **{**SD21_VAE_CONFIG, "block_out_channels": (8, 16, 32, 32), "layers_per_block": 1, "norm_num_groups": 8}
+    )
+    text_config = {
+        **SD21_TEXT_CONFIG,
+        "vocab_size": len(tokenizer),
+        "hidden_size": text_dim,
+        "intermediate_size": 2 * text_dim,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "projection_dim": text_dim,
+    }
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            **text_config,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    _save_pipeline(path, unet, vae, text_encoder, tokenizer, _sd21_scheduler())
     if v4_text_encoder_keys:
         rewrite_text_encoder_with_v4_keys(path / "text_encoder")
     return path
@@ -231,47 +273,6 @@ def build_tiny_dino(path: str | Path, seed: int = 0, hidden_size: int = 32) -> P
     return path
 
 
-#: The SD 2.1 (768-v) UNet configuration, as in its ``unet/config.json``.
-SD21_UNET_CONFIG = dict(
-    sample_size=96,
-    in_channels=4,
-    out_channels=4,
-    layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=1024,
-    attention_head_dim=(5, 10, 20, 20),
-    use_linear_projection=True,
-    upcast_attention=True,
-    norm_num_groups=32,
-)
-#: The SD 2.1 VAE configuration.
-SD21_VAE_CONFIG = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    latent_channels=4,
-    norm_num_groups=32,
-    sample_size=768,
-    scaling_factor=0.18215,
-)
-#: The SD 2.1 text encoder (OpenCLIP ViT-H, 23 layers stored) configuration.
-SD21_TEXT_CONFIG = dict(
-    vocab_size=49408,
-    hidden_size=1024,
-    intermediate_size=4096,
-    num_hidden_layers=23,
-    num_attention_heads=16,
-    max_position_embeddings=77,
-    hidden_act="gelu",
-    projection_dim=512,
-)
-
-
 def build_sd21_random(path: str | Path | None = None, seed: int = 0, device: str | torch.device = "cpu"):
     """The full SD 2.1 architecture with random weights, for benchmarks and export tests.
 
@@ -284,7 +285,7 @@ def build_sd21_random(path: str | Path | None = None, seed: int = 0, device: str
 
     The tokenizer is the offline tiny one (its ids are valid for the 49408-token encoder).
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from .models.loading import SDComponents
@@ -294,10 +295,7 @@ def build_sd21_random(path: str | Path | None = None, seed: int = 0, device: str
         unet = UNet2DConditionModel(**SD21_UNET_CONFIG)
         vae = AutoencoderKL(**SD21_VAE_CONFIG)
         text_encoder = CLIPTextModel(CLIPTextConfig(**SD21_TEXT_CONFIG))
-    scheduler = DDIMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction",
-    )
+    scheduler = _sd21_scheduler()
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -306,11 +304,4 @@ def build_sd21_random(path: str | Path | None = None, seed: int = 0, device: str
         module.requires_grad_(False).eval()
     if path is None:
         return SDComponents(unet, vae, text_encoder, tokenizer, scheduler, "random-sd21")
-    path = Path(path)
-    StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    ).save_pretrained(path)
-    (path / "tokenizer" / "tokenizer.json").unlink(missing_ok=True)
-    build_tiny_tokenizer(path / "tokenizer")
-    return path
+    return _save_pipeline(Path(path), unet, vae, text_encoder, tokenizer, scheduler)

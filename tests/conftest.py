@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -32,6 +33,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+def load_dataset_trees():
+    """``tests/data/dataset_trees.py`` (builders of native dataset trees) as a module."""
+    path = Path(__file__).parent / "data" / "dataset_trees.py"
+    spec = importlib.util.spec_from_file_location("sd4match_dataset_trees", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def trees():
+    """The tree builders of ``tests/data/dataset_trees.py``."""
+    return load_dataset_trees()
+
+
+@pytest.fixture(scope="session")
+def spair_root() -> Path:
+    return FIXTURES / "SPair-71k"
+
+
+@pytest.fixture(scope="session")
+def pfwillow_root() -> Path:
+    return FIXTURES / "pf-willow"
+
+
+@pytest.fixture(scope="session")
+def pfpascal_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small PF-Pascal tree in the native layout, built from the real pair csvs."""
+    return load_dataset_trees().build_pfpascal_tree(tmp_path_factory.mktemp("pfpascal"), FIXTURES / "pf-pascal-csv")
 
 
 @pytest.fixture(scope="session")
