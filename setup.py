@@ -33,6 +33,7 @@ exec((ROOT / "sd4match_sdk" / "_version.py").read_text(), version)
 INSTALL_REQUIRES = [
     "torch>=2.4,<2.15",
     "diffusers>=0.35,<0.43",
+    "accelerate>=1.0",  # diffusers' low-memory loading of the 3.5 GB SD 2.1 weights
     "transformers>=5.0,<6",  # 5.x flattened CLIPTextModel (no `text_model` attribute)
     "safetensors>=0.4",
     "huggingface_hub>=0.34",

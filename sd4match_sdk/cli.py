@@ -88,9 +88,20 @@ def _cmd_match(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}", file=sys.stderr)
 
 
+def _quiet_libraries() -> None:
+    """Silence diffusers/transformers logs and progress bars (the demo's tiny model needs none)."""
+    import diffusers
+    import transformers
+
+    for lib in (diffusers, transformers):
+        lib.utils.logging.set_verbosity_error()
+        lib.utils.logging.disable_progress_bar()
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import REAL_WEIGHTS_COMMAND, run_demo
 
+    _quiet_libraries()
     print("sd4match demo: building a tiny SD-2.1-shaped model with RANDOM weights (no download).")
     print("Its matches show that the pipeline runs end to end; they are not meaningful.")
     out = run_demo(args.out, ensemble=args.ensemble, seed=args.seed)
