@@ -60,7 +60,7 @@ setup(
     package_data={"sd4match_sdk": ["assets/demo/*", "py.typed"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "dev": ["pytest>=8", "tensorboard>=2.14", "onnxscript>=0.2", "pybind11>=2.12"],  # pybind11: emulated-CUDA kernel tests compile a module
+        "dev": ["pytest>=8", "tensorboard>=2.14", "onnxscript>=0.2", "pybind11>=2.12", "import-linter>=2.1"],  # pybind11: emulated-CUDA kernel tests compile a module
         "train": ["tensorboard>=2.14"],
         "gpu": ["onnxruntime-gpu>=1.20"],
         "trt": ["tensorrt>=10"],

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, time_call  # noqa: E402
 
 from sd4match_sdk import Matcher
-from sd4match_sdk.backends import TorchFeatureBackend
+from sd4match_sdk.features import TorchFeatureBackend
 from sd4match_sdk.config import FeatureConfig
 from sd4match_sdk.demo import demo_images
 from sd4match_sdk.export import ExportConfig, export_engine

@@ -2,7 +2,7 @@
 
 Four problems, as SD4Match meets them: sparse (N=20 queries) and dense (every source cell a
 query) at C=1280 on a 48x48 grid (768 px) and at C=640 on a 96x96 grid. For each: median time of
-the kernel (``sd4match_sdk.backends.kernel.kernel_soft_argmax``) and of the torch reference
+the kernel (``sd4match_sdk.kernels.fused_kernel_soft_argmax``) and of the torch reference
 (``sd4match_sdk.ops.matching.match_points``: grid_sample, float32 bmm, then separate softmax ops),
 the speedup, the largest coordinate difference between the two, and the kernel's achieved
 memory bandwidth and FLOP rate against the device's peak.
@@ -44,14 +44,13 @@ def import_matching_modules():
     the two package ``__init__`` files are skipped and only the matching modules are loaded.
     """
     try:
-        import sd4match_sdk.backends  # noqa: F401
+        import sd4match_sdk  # noqa: F401
     except ImportError as exc:
         print(f"note: `import sd4match_sdk` failed ({exc}); loading only the matching modules", file=sys.stderr)
-        for name in ("sd4match_sdk", "sd4match_sdk.backends"):
-            stub = types.ModuleType(name)
-            stub.__path__ = [str(ROOT / name.replace(".", "/"))]
-            sys.modules[name] = stub
-    from sd4match_sdk.backends import kernel
+        stub = types.ModuleType("sd4match_sdk")
+        stub.__path__ = [str(ROOT / "sd4match_sdk")]
+        sys.modules["sd4match_sdk"] = stub
+    from sd4match_sdk import kernels as kernel
     from sd4match_sdk.config import MatchConfig
     from sd4match_sdk.ops import matching
 
@@ -187,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         n = points.shape[1]
         dense = queries is None
         reps = args.reps or (20 if device.type == "cuda" else (10 if not dense else 3))
-        run_kernel = lambda: kernel.kernel_soft_argmax(  # noqa: E731
+        run_kernel = lambda: kernel.fused_kernel_soft_argmax(  # noqa: E731
             source, target, None if dense else points, config.sigma, config.beta, num_threads=threads
         )
         coords, _ = run_kernel()

@@ -35,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
-from sd4match_sdk.data.base import PairDataset, PairRecord, ThresholdKind  # noqa: E402
+from sd4match_sdk.data import PairDataset, PairRecord, ThresholdKind  # noqa: E402
 
 
 class RandomPairs(PairDataset):

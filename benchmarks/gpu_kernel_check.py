@@ -228,8 +228,8 @@ def checks() -> None:
     try:  # the SDK wrapper (torch workspace, current stream) equals the module call; determinism
         s, t = kc.smooth_maps(2, 1280, (48, 48), (48, 48), seed=8)
         s, t = (s, t) if dry else (s.half().to(dev), t.half().to(dev))
-        a = kernel.kernel_soft_argmax(s, t)
-        b = kernel.kernel_soft_argmax(s, t)
+        a = kernel.fused_kernel_soft_argmax(s, t)
+        b = kernel.fused_kernel_soft_argmax(s, t)
         c = run(s, t, None)
         same = torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[0].cpu(), c[0])
         record("checks", "wrapper == module, deterministic (dense fp16 48x48)", same)
@@ -238,7 +238,7 @@ def checks() -> None:
         side = torch.cuda.Stream()
         with torch.cuda.stream(side):
             s2, t2 = s * 1.0, t * 1.0  # produced on the side stream
-            d = kernel.kernel_soft_argmax(s2, t2)
+            d = kernel.fused_kernel_soft_argmax(s2, t2)
         side.synchronize()
         record("checks", "side stream", torch.equal(d[0], a[0]) and torch.equal(d[1], a[1]))
     except Exception as exc:

@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
-from sd4match_sdk.data.base import PairDataset, PairRecord, ThresholdKind  # noqa: E402
+from sd4match_sdk.data import PairDataset, PairRecord, ThresholdKind  # noqa: E402
 
 DEMO = ROOT / "sd4match_sdk" / "assets" / "demo"
 TRAIN_PHOTOS = ("dift_cat_src.png", "ldmcorr_source_cat.png")
@@ -136,7 +136,8 @@ def scores(trainer, dataset, seed: int) -> dict[str, float]:
     over :data:`SCORE_SEEDS` noise seeds (with 16 x 16 cells and a few hundred keypoints one seed's
     figure moves by about a point)."""
     from sd4match_sdk.config import MatchConfig, MatchMethod
-    from sd4match_sdk.evaluation import derive_seed, evaluate
+    from sd4match_sdk.evaluation import evaluate
+    from sd4match_sdk.noise import derive_seed
     from sd4match_sdk.matcher import Matcher
 
     nn_matcher = trainer.validation_matcher()

@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_DINO_MODEL",
     "SD_MODEL_ENV",
     "MatchMethod",
+    "MatchingBackend",
     "FeatureConfig",
     "MatchConfig",
     "default_sd_model",
@@ -45,6 +46,18 @@ class MatchMethod(StrEnum):
     SOFTARGMAX = "softargmax"
     #: Integer argmax of the cosine map (used for in-training validation).
     NN = "nn"
+
+
+class MatchingBackend(StrEnum):
+    """Which implementation reads matches off the features (docs/kernels.md)."""
+
+    #: The compiled kernel when it is built (per device), else the torch reference.
+    AUTO = "auto"
+    #: The torch reference (:func:`sd4match_sdk.ops.matching.match_points`).
+    TORCH = "torch"
+    #: The compiled kernel; an error where it is not built. Kernel-Soft-Argmax only: the other
+    #: methods always run on torch.
+    KERNEL = "kernel"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .errors import ImageError
 
-__all__ = ["ImageInput", "load_image", "sd_pixels"]
+__all__ = ["ImageInput", "load_image", "read_image_file", "sd_pixels"]
 
 #: What the public API accepts as an image: a path, a PIL image, or an ``HxWx3`` uint8 RGB array
 #: (``HxW`` grayscale and ``HxWx4`` RGBA arrays are converted).
@@ -36,15 +36,7 @@ def load_image(image: ImageInput) -> np.ndarray:
             unsupported type, dtype or shape.
     """
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise ImageError(f"image file not found: {str(path)!r}; check the path")
-        try:
-            with Image.open(path) as pil:
-                pil.load()
-                return np.asarray(pil.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as err:
-            raise ImageError(f"cannot decode image {str(path)!r} ({err}); use a PNG or JPEG file") from None
+        return read_image_file(image)
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
     if isinstance(image, np.ndarray):
@@ -58,6 +50,23 @@ def load_image(image: ImageInput) -> np.ndarray:
         f"unsupported image type {type(image).__name__}; pass a file path, a PIL image or an "
         "(H, W, 3) uint8 RGB numpy array"
     )
+
+
+def read_image_file(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file into ``(H, W, 3)`` uint8 RGB (PIL ``convert("RGB")``, as the official loaders).
+
+    Raises:
+        ImageError: the file does not exist or cannot be decoded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image file not found: {str(path)!r}; check the path")
+    try:
+        with Image.open(path) as pil:
+            pil.load()
+            return np.asarray(pil.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as err:
+        raise ImageError(f"cannot decode image {str(path)!r} ({err}); use a PNG or JPEG file") from None
 
 
 def _array_to_rgb(array: np.ndarray) -> np.ndarray:

@@ -10,21 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .backends import FeatureBackend, TorchFeatureBackend
-from .config import FeatureConfig, MatchConfig, MatchMethod, default_sd_model
-from .errors import BackendUnavailableError, ConfigError, PointsError
+from .config import FeatureConfig, MatchConfig, MatchingBackend, MatchMethod, default_sd_model
+from .engine.directory import is_engine_directory
+from .engine.format import EngineRuntime
+from .engine.runtime import open_engine
+from .errors import ConfigError, PointsError
+from .features import FeatureBackend, TorchFeatureBackend
 from .images import ImageInput, load_image
+from .kernels import match_function
 from .models.loading import load_dino, load_sd_components
 from .noise import ImageNoise, draw_image_noise, make_generator
 from .ops.geometry import frame_to_grid, frame_to_pixels, grid_to_frame, pixels_to_frame, points_outside
-from .ops.matching import match_points
 from .prompts import PromptKind, PromptWeights, load_prompt
 
 __all__ = ["Matcher", "MatchResult", "ImageFeatures", "PointsInput", "Pair"]
@@ -33,12 +35,6 @@ __all__ = ["Matcher", "MatchResult", "ImageFeatures", "PointsInput", "Pair"]
 PointsInput = Any
 #: One pair for :meth:`Matcher.match_batch`: ``(source, target, points)`` or with a category.
 Pair = Sequence[Any]
-#: A matching function: ``(feat0 (B,C,H,W), feat1, points0 (B,N,2) grid, config) -> (coords, scores)``.
-MatchFn = Callable[[Tensor, Tensor, Tensor, MatchConfig], tuple[Tensor, Tensor]]
-
-_MATCHING_BACKENDS = ("auto", "torch", "kernel")
-#: File that marks an engine directory written by ``sd4match-export``.
-ENGINE_MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -134,12 +130,12 @@ class Matcher:
         self,
         backend: FeatureBackend,
         match_config: MatchConfig = MatchConfig(),
-        matching_backend: str = "auto",
+        matching_backend: str | MatchingBackend = MatchingBackend.AUTO,
     ) -> None:
         self.backend = backend
         self.feature_config = backend.feature_config
         self.match_config = match_config
-        self._match_fn, self.matching_backend = _select_matching_backend(matching_backend)
+        self._match_fn, self.matching_backend = match_function(matching_backend)
 
     @classmethod
     def from_pretrained(
@@ -155,8 +151,8 @@ class Matcher:
         method: str | MatchMethod = MatchMethod.KERNEL_SOFTARGMAX,
         sigma: float = 7.0,
         beta: float = 0.04,
-        matching_backend: str = "auto",
-        engine_runtime: str = "auto",
+        matching_backend: str | MatchingBackend = MatchingBackend.AUTO,
+        engine_runtime: str | EngineRuntime = EngineRuntime.AUTO,
     ) -> Matcher:
         """Load SD 2.1 (and DINOv2 for CPM prompts) and a prompt, or an exported engine.
 
@@ -190,15 +186,17 @@ class Matcher:
         match_config = MatchConfig(method=method, sigma=sigma, beta=beta)
         device = torch.device(device)
         model = model or default_sd_model()
-        if (Path(model) / ENGINE_MANIFEST).is_file():
-            backend = _load_engine_backend(model, prompt=prompt, device=device, runtime=engine_runtime)
+        if is_engine_directory(model):
+            backend: FeatureBackend = _open_engine_backend(model, prompt, device, engine_runtime)
         else:
             feature_config = FeatureConfig(image_size=image_size, timestep=timestep, ensemble=ensemble)
-            weights = load_prompt(prompt)
-            components = load_sd_components(model, dtype or _default_dtype(device))
-            dino_parts = load_dino(dino) if weights.kind is PromptKind.CPM else None
-            backend = TorchFeatureBackend(components, weights, feature_config, device, dino_parts)
+            backend = _load_torch_backend(model, prompt, dino, device, dtype, feature_config)
         return cls(backend, match_config, matching_backend)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the features are computed."""
+        return self.backend.device
 
     @property
     def prompt_kind(self) -> PromptKind:
@@ -344,38 +342,26 @@ class Matcher:
         return results
 
 
-def _select_matching_backend(name: str) -> tuple[MatchFn, str]:
-    """Pick the matching implementation: the compiled kernel when asked (or built, for auto).
-
-    ``"kernel"`` needs the compiled module and raises at match time for a device without a built
-    kernel; ``"auto"`` takes the kernel when the module is built and falls back to torch per call
-    (other devices). Either way, methods other than Kernel-Soft-Argmax run on torch.
-    """
-    if name not in _MATCHING_BACKENDS:
-        raise ConfigError(f"unknown matching_backend {name!r}; choose one of: {', '.join(_MATCHING_BACKENDS)}")
-    if name == "torch":
-        return match_points, "torch"
-    from .backends import kernel  # the module imports no compiled code until it is called
-
-    if name == "kernel":
-        if not kernel.cpu_kernel_available():
-            raise BackendUnavailableError(
-                "the fused matching kernel is not built in this installation; rebuild with `pip install -e .` "
-                "and a C++17 compiler (see docs/kernels.md), or use matching_backend='torch'"
-            )
-        return kernel.match_points_strict, "kernel"
-    if kernel.cpu_kernel_available():
-        return kernel.match_points, "kernel"
-    return match_points, "torch"
-
-
-def _load_engine_backend(path: str, prompt: Any, device: torch.device, runtime: str = "auto") -> FeatureBackend:
-    """Open an exported engine directory (ONNX Runtime or TensorRT); its prompt is baked in."""
-    from .backends.engine import open_engine_backend
-
+def _open_engine_backend(path: str, prompt: Any, device: torch.device, runtime: str | EngineRuntime) -> FeatureBackend:
+    """An exported engine directory (ONNX Runtime or TensorRT); its prompt is baked in."""
     if prompt is not None:
         raise ConfigError(
             f"{path!r} is an engine directory: its prompt was baked in at export (prompt=None here); "
             "export another engine for another prompt (sd4match-export --prompt ...)"
         )
-    return open_engine_backend(path, device, runtime)
+    return open_engine(path, device, runtime)
+
+
+def _load_torch_backend(
+    model: str,
+    prompt: str | PromptWeights | None,
+    dino: str | None,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    feature_config: FeatureConfig,
+) -> FeatureBackend:
+    """SD 2.1 (and DINOv2 for a CPM prompt) in PyTorch with ``prompt``."""
+    weights = load_prompt(prompt)
+    components = load_sd_components(model, dtype or _default_dtype(device))
+    dino_parts = load_dino(dino) if weights.kind is PromptKind.CPM else None
+    return TorchFeatureBackend(components, weights, feature_config, device, dino_parts)

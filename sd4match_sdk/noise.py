@@ -12,17 +12,22 @@ reproduce a Python match exactly.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .errors import ConfigError
+
 __all__ = [
     "NOISE_FILES",
     "ImageNoise",
+    "derive_seed",
     "draw_image_noise",
     "draw_pair_noise",
     "load_pair_noise",
@@ -48,17 +53,19 @@ class ImageNoise:
     noise: Tensor
 
 
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A 63-bit seed from ``seed`` and labels, stable across runs and platforms (sha256)."""
+    text = "|".join([str(int(seed)), *map(str, parts)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
 def make_generator(seed: int | None = None, generator: torch.Generator | None = None) -> torch.Generator | None:
     """A CPU generator seeded with ``seed``, or ``generator`` as given, or ``None`` (global RNG)."""
     if seed is not None and generator is not None:
-        from .errors import ConfigError
-
         raise ConfigError("pass either seed or generator, not both")
     if seed is not None:
         return torch.Generator(device="cpu").manual_seed(int(seed))
     if generator is not None and generator.device.type != "cpu":
-        from .errors import ConfigError
-
         raise ConfigError("the generator must be a CPU torch.Generator (noise is drawn on the CPU, then moved)")
     return generator
 
@@ -106,8 +113,6 @@ def load_pair_noise(directory: str | os.PathLike) -> tuple[ImageNoise, ImageNois
     Raises:
         ConfigError: a file is missing or not float32.
     """
-    from .errors import ConfigError
-
     arrays = []
     for name in NOISE_FILES:
         path = Path(directory) / name

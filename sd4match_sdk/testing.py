@@ -162,6 +162,28 @@ def _save_pipeline(path: Path, unet, vae, text_encoder, tokenizer, scheduler) ->
     return path
 
 
+def _tiny_text_encoder(tokenizer, text_dim: int):
+    """A 2-layer CLIP text encoder of width ``text_dim`` with SD 2.1's configuration otherwise."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    text_config = {
+        **SD21_TEXT_CONFIG,
+        "vocab_size": len(tokenizer),
+        "hidden_size": text_dim,
+        "intermediate_size": 2 * text_dim,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "projection_dim": text_dim,
+    }
+    config = CLIPTextConfig(
+        **text_config,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config)
+
+
 def build_tiny_sd(
     path: str | Path,
     seed: int = 0,
@@ -186,7 +208,7 @@ def build_tiny_sd(
             (``text_model.*``), as the real SD 2.1 checkpoints do.
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     path = Path(path)
     tokenizer = CLIPTokenizer.from_pretrained(build_tiny_tokenizer(path / "tokenizer"))
@@ -202,23 +224,7 @@ def build_tiny_sd(
     vae = AutoencoderKL(
         **{**SD21_VAE_CONFIG, "block_out_channels": (8, 16, 32, 32), "layers_per_block": 1, "norm_num_groups": 8}
     )
-    text_config = {
-        **SD21_TEXT_CONFIG,
-        "vocab_size": len(tokenizer),
-        "hidden_size": text_dim,
-        "intermediate_size": 2 * text_dim,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "projection_dim": text_dim,
-    }
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            **text_config,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = _tiny_text_encoder(tokenizer, text_dim)
     _save_pipeline(path, unet, vae, text_encoder, tokenizer, _sd21_scheduler())
     if v4_text_encoder_keys:
         rewrite_text_encoder_with_v4_keys(path / "text_encoder")

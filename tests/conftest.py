@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 
+import dataset_trees  # tests/data, on pytest's pythonpath
+
 # Never reach for a hub during tests: everything is built locally.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+#: Session fixtures that write engine directories, shared by tests/engine and tests/export.
+pytest_plugins = ["engine_fixtures"]
 
 FIXTURES = Path(os.environ.get("SD4MATCH_FIXTURES", Path(__file__).parent / "fixtures"))
 DEMO = Path(__file__).parents[1] / "sd4match_sdk" / "assets" / "demo"
@@ -35,19 +39,10 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
-def load_dataset_trees():
-    """``tests/data/dataset_trees.py`` (builders of native dataset trees) as a module."""
-    path = Path(__file__).parent / "data" / "dataset_trees.py"
-    spec = importlib.util.spec_from_file_location("sd4match_dataset_trees", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def trees():
     """The tree builders of ``tests/data/dataset_trees.py``."""
-    return load_dataset_trees()
+    return dataset_trees
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +58,7 @@ def pfwillow_root() -> Path:
 @pytest.fixture(scope="session")
 def pfpascal_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small PF-Pascal tree in the native layout, built from the real pair csvs."""
-    return load_dataset_trees().build_pfpascal_tree(tmp_path_factory.mktemp("pfpascal"), FIXTURES / "pf-pascal-csv")
+    return dataset_trees.build_pfpascal_tree(tmp_path_factory.mktemp("pfpascal"), FIXTURES / "pf-pascal-csv")
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from sd4match_sdk.errors import SD4MatchError
-    from sd4match_sdk.export.manifest import read_manifest
+    from sd4match_sdk.engine.directory import read_manifest
     from sd4match_sdk.noise import draw_pair_noise, make_generator, save_pair_noise
 
     try:

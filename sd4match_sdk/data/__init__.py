@@ -9,18 +9,8 @@ from __future__ import annotations
 import os
 
 from ..errors import DatasetError
-from .base import (
-    CLAMP_EPS,
-    PairDataset,
-    PairRecord,
-    PairSample,
-    ThresholdKind,
-    clamp_keypoints,
-    flip_keypoints,
-    keypoints_to_frame,
-    pck_threshold,
-    read_rgb,
-)
+from ..ops.pck import ThresholdKind
+from .base import PairDataset, PairRecord, PairSample, read_rgb
 from .pfpascal import PFPASCAL_CATEGORIES, PFPascalDataset
 from .pfwillow import PFWILLOW_CATEGORIES, PFWillowDataset
 from .spair import SPAIR_CATEGORIES, SPairDataset
@@ -38,11 +28,6 @@ __all__ = [
     "SPAIR_CATEGORIES",
     "PFPASCAL_CATEGORIES",
     "PFWILLOW_CATEGORIES",
-    "CLAMP_EPS",
-    "keypoints_to_frame",
-    "flip_keypoints",
-    "clamp_keypoints",
-    "pck_threshold",
     "read_rgb",
 ]
 

@@ -1,4 +1,4 @@
-"""What every benchmark loader returns, and the keypoint maps into the square model frame (SPEC 5, 6).
+"""What every benchmark loader returns, and how a pair becomes a sample in the square model frame (SPEC 5, 6).
 
 A loader reads a benchmark's native files once into :class:`PairRecord` s (paths, category,
 keypoints in the original images' pixels, boxes, flip). Indexing it gives a :class:`PairSample`:
@@ -11,7 +11,9 @@ model frame (768 by default), computed as the official datasets do:
 3. clamp into ``[1e-4, frame - 1 - 1e-4]`` (``regularise_coordinates``).
 
 The PCK threshold is taken before the clamp: SPair the larger side of the target box in the
-frame, PF-Pascal the frame side, PF-Willow the larger extent of the target keypoints.
+frame, PF-Pascal the frame side, PF-Willow the larger extent of the target keypoints. The maps
+are the shared ones of :mod:`sd4match_sdk.ops.geometry`, the thresholds those of
+:mod:`sd4match_sdk.ops.pck`, and images are decoded by :func:`sd4match_sdk.images.read_image_file`.
 """
 
 from __future__ import annotations
@@ -19,89 +21,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..errors import DatasetError, ImageError
+from ..images import read_image_file
+from ..ops.geometry import clamp_to_frame, mirror_in_frame, pixels_to_frame
+from ..ops.pck import ThresholdKind, pck_threshold
 
-__all__ = [
-    "ThresholdKind",
-    "PairRecord",
-    "PairSample",
-    "PairDataset",
-    "keypoints_to_frame",
-    "flip_keypoints",
-    "clamp_keypoints",
-    "pck_threshold",
-    "CLAMP_EPS",
-]
-
-#: Offset of the official ``regularise_coordinates(..., eps=1e-4)``.
-CLAMP_EPS = 1e-4
-
-
-class ThresholdKind(StrEnum):
-    """How a benchmark's PCK threshold is measured (SPEC 5)."""
-
-    BBOX = "bbox"  # SPair-71k: max(w, h) of the target box
-    IMAGE = "image"  # PF-Pascal: max(H, W) of the resized target image, i.e. the frame
-    KEYPOINTS = "keypoints"  # PF-Willow: max extent of the target keypoints
-
-
-def keypoints_to_frame(points: np.ndarray, size_wh: tuple[int, int], frame: int) -> np.ndarray:
-    """Original pixels -> model frame, ``(x * frame / W, y * frame / H)``.
-
-    Args:
-        points: ``(N, 2)`` ``(x, y)`` in an image of size ``size_wh``.
-        size_wh: ``(W, H)``.
-        frame: side of the square frame.
-
-    Returns:
-        ``(N, 2)`` float64.
-    """
-    w, h = size_wh
-    return np.asarray(points, np.float64) * np.array([frame / w, frame / h])
-
-
-def flip_keypoints(points: np.ndarray, frame: int) -> np.ndarray:
-    """Mirror frame keypoints horizontally: ``x' = frame - x`` (the official PF-Pascal rule)."""
-    out = np.array(points, np.float64, copy=True)
-    out[:, 0] = frame - out[:, 0]
-    return out
-
-
-def clamp_keypoints(points: np.ndarray, frame: int, eps: float = CLAMP_EPS) -> np.ndarray:
-    """Push coordinates ``<= 0`` to ``eps`` and ``>= frame - 1`` to ``frame - 1 - eps``."""
-    out = np.array(points, np.float64, copy=True)
-    out[out <= 0] = eps
-    out[out >= frame - 1] = frame - 1 - eps
-    return out
-
-
-def pck_threshold(
-    kind: ThresholdKind,
-    frame: int,
-    target_kps_frame: np.ndarray | None = None,
-    target_bbox_frame: np.ndarray | None = None,
-) -> float:
-    """The PCK threshold of a pair in the model frame (before clamping).
-
-    Args:
-        kind: the benchmark's rule.
-        frame: side of the frame.
-        target_kps_frame: ``(N, 2)`` target keypoints in the frame (PF-Willow).
-        target_bbox_frame: ``(4,)`` target box ``x1, y1, x2, y2`` in the frame (SPair).
-    """
-    if kind is ThresholdKind.IMAGE:
-        return float(frame)
-    if kind is ThresholdKind.BBOX:
-        x1, y1, x2, y2 = np.asarray(target_bbox_frame, np.float64)
-        return float(max(x2 - x1, y2 - y1))
-    kps = np.asarray(target_kps_frame, np.float64)
-    return float((kps.max(axis=0) - kps.min(axis=0)).max())
-
+__all__ = ["PairRecord", "PairSample", "PairDataset", "check_keypoints", "read_rgb"]
 
 @dataclass(frozen=True)
 class PairRecord:
@@ -184,20 +113,17 @@ class PairSample:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """Decode an image file into ``(H, W, 3)`` uint8 RGB (PIL ``convert('RGB')``, as the official loaders).
+    """Decode a dataset image into ``(H, W, 3)`` uint8 RGB (:func:`~sd4match_sdk.images.read_image_file`).
 
     Raises:
-        DatasetError: the file is missing or cannot be decoded.
+        DatasetError: the file is missing or cannot be decoded (naming the file).
     """
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
+    if not Path(path).is_file():
         raise DatasetError(f"{path}: image file is missing")
     try:
-        with Image.open(path) as pil:
-            return np.asarray(pil.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
-        raise DatasetError(f"{path}: cannot decode image ({err})") from None
+        return read_image_file(path)
+    except ImageError as err:
+        raise DatasetError(f"{path}: {err}") from None
 
 
 def check_keypoints(points: np.ndarray, path: Path | str, what: str) -> np.ndarray:
@@ -257,23 +183,23 @@ class PairDataset:
         frame = self.frame
         size0 = (source_image.shape[1], source_image.shape[0])
         size1 = (target_image.shape[1], target_image.shape[0])
-        kps0 = keypoints_to_frame(record.source_kps, size0, frame)
-        kps1 = keypoints_to_frame(record.target_kps, size1, frame)
+        kps0 = pixels_to_frame(np.asarray(record.source_kps, np.float64), size0, frame)
+        kps1 = pixels_to_frame(np.asarray(record.target_kps, np.float64), size1, frame)
         bbox1 = None
         if record.target_bbox is not None:
             # Mirroring moves the box but keeps its width and height, hence the threshold.
-            bbox1 = keypoints_to_frame(np.asarray(record.target_bbox, np.float64).reshape(2, 2), size1, frame)
+            bbox1 = pixels_to_frame(np.asarray(record.target_bbox, np.float64).reshape(2, 2), size1, frame)
             bbox1 = bbox1.reshape(4)
         if record.flip:
-            kps0, kps1 = flip_keypoints(kps0, frame), flip_keypoints(kps1, frame)
+            kps0, kps1 = mirror_in_frame(kps0, frame), mirror_in_frame(kps1, frame)
         threshold = pck_threshold(record.threshold_kind, frame, kps1, bbox1)
         return PairSample(
             index=index,
             record=record,
             source_image=source_image,
             target_image=target_image,
-            source_kps=clamp_keypoints(kps0, frame),
-            target_kps=clamp_keypoints(kps1, frame),
+            source_kps=clamp_to_frame(kps0, frame),
+            target_kps=clamp_to_frame(kps1, frame),
             threshold=threshold,
             frame=frame,
         )

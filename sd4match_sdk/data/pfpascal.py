@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
-from .base import PairDataset, PairRecord, ThresholdKind
+from ..ops.pck import ThresholdKind
+from .base import PairDataset, PairRecord
 
 __all__ = ["PFPascalDataset", "PFPASCAL_CATEGORIES", "read_pfpascal_annotation"]
 

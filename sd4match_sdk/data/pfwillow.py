@@ -14,7 +14,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..errors import DatasetError
-from .base import PairDataset, PairRecord, ThresholdKind, check_keypoints
+from ..ops.pck import ThresholdKind
+from .base import PairDataset, PairRecord, check_keypoints
 
 __all__ = ["PFWillowDataset", "PFWILLOW_CATEGORIES", "PFWILLOW_KEYPOINTS"]
 

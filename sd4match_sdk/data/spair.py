@@ -15,7 +15,8 @@ import os
 import numpy as np
 
 from ..errors import DatasetError
-from .base import PairDataset, PairRecord, ThresholdKind, check_keypoints
+from ..ops.pck import ThresholdKind
+from .base import PairDataset, PairRecord, check_keypoints
 
 __all__ = ["SPairDataset", "SPAIR_CATEGORIES"]
 

@@ -1,6 +1,6 @@
 """Benchmark evaluation: PCK of a Matcher on SPair-71k, PF-Pascal and PF-Willow (SPEC 5)."""
 
 from .report import format_table, write_json
-from .runner import EvalResult, derive_seed, evaluate
+from .runner import EvalResult, evaluate
 
-__all__ = ["evaluate", "EvalResult", "derive_seed", "format_table", "write_json"]
+__all__ = ["evaluate", "EvalResult", "format_table", "write_json"]

@@ -1,10 +1,9 @@
 """PCK evaluation of a :class:`~sd4match_sdk.Matcher` on a benchmark split (SPEC 5).
 
-Single, Class and text prompts: the features of each image are computed once
-(:meth:`Matcher.features`) and reused by all its pairs (:meth:`Matcher.match_features`), as the
-official ``test.py``. Pairs are visited grouped by category and an image's features are dropped
-after its last pair, so memory stays bounded on SPair's 12k test pairs. CPM prompts depend on both
-images, so every pair runs :meth:`Matcher.match`.
+Single, Class and text prompts: the features of each image are computed once and reused by all
+its pairs (:class:`~.cache.FeatureCache`, :meth:`Matcher.match_features`), as the official
+``test.py``. Pairs are visited grouped by category, so an image's features can be dropped after
+its last pair. CPM prompts depend on both images, so every pair runs :meth:`Matcher.match`.
 
 Coordinates: the dataset gives keypoints in the square model frame (clamped as the official
 loaders); they go to the Matcher in original pixels (``x * W / frame``, inside the image) and the
@@ -18,29 +17,22 @@ visiting order nor on where the dataset is stored.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from ..data.base import PairDataset, PairRecord, read_rgb
-from ..matcher import ImageFeatures, Matcher
+from ..data.base import PairDataset, PairSample, read_rgb
+from ..matcher import Matcher, MatchResult
 from ..ops.geometry import frame_to_pixels, pixels_to_frame
 from ..ops.pck import DEFAULT_ALPHAS, PCKAccumulator, PCKSummary
 from ..prompts import PromptKind
+from .cache import FeatureCache, seeded_generator
 
-__all__ = ["EvalResult", "evaluate", "derive_seed"]
-
-
-def derive_seed(seed: int, *parts: Any) -> int:
-    """A 63-bit seed from ``seed`` and labels, stable across runs and platforms (sha256)."""
-    text = "|".join([str(int(seed)), *map(str, parts)])
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+__all__ = ["EvalResult", "evaluate", "visiting_order"]
 
 
 @dataclass
@@ -69,20 +61,6 @@ class EvalResult:
         }
 
 
-def _image_key(record: PairRecord, which: int, category_matters: bool) -> tuple:
-    """Identifies an image's features: the dataset's image identifier (relative to the dataset,
-    so the derived noise seeds do not depend on where the dataset lives), the flip and, for
-    prompts that depend on it, the category."""
-    identifier = record.source_id if which == 0 else record.target_id
-    return (identifier, record.flip, record.category if category_matters else None)
-
-
-def _autocast(device_type: str, dtype: torch.dtype | None):
-    if dtype is None or device_type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=dtype)
-
-
 def evaluate(
     matcher: Matcher,
     dataset: PairDataset,
@@ -106,61 +84,72 @@ def evaluate(
             official validation uses fp16 autocast over fp32 weights); ignored on the CPU.
         desc: progress bar label.
     """
-    count = len(dataset) if not max_pairs else min(max_pairs, len(dataset))
-    per_pair_cpm = matcher.prompt_kind is PromptKind.CPM
-    category_matters = matcher.prompt_kind in (PromptKind.CLASS, PromptKind.TEXT)
-    # Group by category so an image's features can be dropped after its last pair.
-    order = sorted(range(count), key=lambda i: (dataset.records[i].category, i))
-    remaining: Counter = Counter()
-    if not per_pair_cpm:
-        for i in order:
-            for which in (0, 1):
-                remaining[_image_key(dataset.records[i], which, category_matters)] += 1
-    cache: dict[tuple, ImageFeatures] = {}
-    images: dict[str, np.ndarray] = {}
-    device_type = getattr(getattr(matcher.backend, "device", None), "type", "cpu")
+    # 1. Choose the pairs and the order they are visited in
+    order = visiting_order(dataset, max_pairs)
+    # 2. Prepare the per-image feature cache (not for CPM) and the PCK accumulator
+    per_pair = matcher.prompt_kind is PromptKind.CPM
+    cache = None if per_pair else FeatureCache(matcher, [dataset.records[i] for i in order], seed)
     accumulator = PCKAccumulator(alphas)
-    pairs: list[dict] = []
-    bar = _progress(count, desc, progress)
+    # 3. Match and score every pair
+    pairs = []
+    bar = _progress(len(order), desc, progress)
     start = time.perf_counter()
-    for i in order:
-        record = dataset.records[i]
-        sample = dataset.sample(i, _read(images, record.source_path), _read(images, record.target_path))
-        image0, image1 = sample.oriented_images()
-        query = frame_to_pixels(torch.from_numpy(sample.source_kps).float(), sample.source_size, sample.frame)
-        with _autocast(device_type, autocast_dtype):
-            if per_pair_cpm:
-                generator = _generator(seed, "pair", record.name, i)
-                result = matcher.match(image0, image1, query, generator=generator)
-            else:
-                feats = [
-                    _features(matcher, cache, _image_key(record, w, category_matters), img, record.category, seed)
-                    for w, img in ((0, image0), (1, image1))
-                ]
-                result = matcher.match_features(feats[0], feats[1], query)
-        pred = pixels_to_frame(torch.from_numpy(result.points).double(), sample.target_size, sample.frame).numpy()
-        scores = accumulator.add(pred, sample.target_kps, sample.threshold, sample.category)
-        pairs.append(
-            {
-                "index": i,
-                "name": record.name,
-                "category": record.category,
-                "num_keypoints": record.num_keypoints,
-                "pck": {f"{a:g}": float(s) for a, s in zip(accumulator.alphas, scores)},
-            }
-        )
-        if not per_pair_cpm:
-            for which in (0, 1):
-                key = _image_key(record, which, category_matters)
-                remaining[key] -= 1
-                if remaining[key] == 0:
-                    cache.pop(key, None)
-        images.clear()
+    for index in order:
+        sample = _load_sample(dataset, index)
+        with _autocast(matcher.device.type, autocast_dtype):
+            result = _match_pair(matcher, sample, cache, seed)
+        pairs.append(_score_pair(accumulator, sample, result))
+        if cache is not None:
+            cache.release(sample.record)
         bar.update(1)
     bar.close()
     seconds = time.perf_counter() - start
+    # 4. Summarise
+    return EvalResult(accumulator.summary(), pairs, seconds, _settings(matcher, dataset, seed, len(order)))
+
+
+def visiting_order(dataset: PairDataset, max_pairs: int | None = None) -> list[int]:
+    """The first ``max_pairs`` pairs (all when ``None``), grouped by category (stable within one)."""
+    count = len(dataset) if not max_pairs else min(max_pairs, len(dataset))
+    return sorted(range(count), key=lambda i: (dataset.records[i].category, i))
+
+
+def _load_sample(dataset: PairDataset, index: int) -> PairSample:
+    """Decode a pair's images (once, when both are the same file) and map its keypoints to the frame."""
+    record = dataset.records[index]
+    source = read_rgb(record.source_path)
+    target = source if record.target_path == record.source_path else read_rgb(record.target_path)
+    return dataset.sample(index, source, target)
+
+
+def _match_pair(matcher: Matcher, sample: PairSample, cache: FeatureCache | None, seed: int | None) -> MatchResult:
+    """The matches of the source keypoints, in the target image's pixels."""
+    record = sample.record
+    image0, image1 = sample.oriented_images()
+    query = frame_to_pixels(torch.from_numpy(sample.source_kps).float(), sample.source_size, sample.frame)
+    if cache is None:
+        generator = seeded_generator(seed, "pair", record.name, sample.index)
+        return matcher.match(image0, image1, query, generator=generator)
+    return matcher.match_features(cache.get(record, 0, image0), cache.get(record, 1, image1), query)
+
+
+def _score_pair(accumulator: PCKAccumulator, sample: PairSample, result: MatchResult) -> dict[str, Any]:
+    """PCK of one pair in the frame, added to ``accumulator``; the pair's JSON record."""
+    pred = pixels_to_frame(torch.from_numpy(result.points).double(), sample.target_size, sample.frame).numpy()
+    scores = accumulator.add(pred, sample.target_kps, sample.threshold, sample.category)
+    record = sample.record
+    return {
+        "index": sample.index,
+        "name": record.name,
+        "category": record.category,
+        "num_keypoints": record.num_keypoints,
+        "pck": {f"{a:g}": float(s) for a, s in zip(accumulator.alphas, scores)},
+    }
+
+
+def _settings(matcher: Matcher, dataset: PairDataset, seed: int | None, num_pairs: int) -> dict[str, Any]:
     config = matcher.feature_config
-    settings = {
+    return {
         "dataset": dataset.name,
         "split": dataset.split,
         "frame": dataset.frame,
@@ -172,33 +161,15 @@ def evaluate(
         "sigma": matcher.match_config.sigma,
         "beta": matcher.match_config.beta,
         "seed": seed,
-        "num_pairs": count,
+        "num_pairs": num_pairs,
     }
-    return EvalResult(accumulator.summary(), pairs, seconds, settings)
 
 
-def _read(images: dict[str, np.ndarray], path) -> np.ndarray:
-    key = str(path)
-    if key not in images:
-        images[key] = read_rgb(path)
-    return images[key]
+def _autocast(device_type: str, dtype: torch.dtype | None):
+    if dtype is None or device_type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=dtype)
 
 
-def _generator(seed: int | None, *parts: Any) -> torch.Generator | None:
-    if seed is None:
-        return None
-    return torch.Generator().manual_seed(derive_seed(seed, *parts))
-
-
-def _features(
-    matcher: Matcher, cache: dict, key: tuple, image: np.ndarray, category: str, seed: int | None
-) -> ImageFeatures:
-    if key not in cache:
-        cache[key] = matcher.features(image, category=category, generator=_generator(seed, "image", *key))
-    return cache[key]
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
+def _progress(total: int, desc: str, enabled: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit="pairs", disable=not enabled, dynamic_ncols=True, smoothing=0.1)

@@ -1,21 +1,29 @@
 """Export SD4Match features with a baked prompt to ONNX graphs and TensorRT plans (SPEC 13).
 
 ``sd4match-export`` (:mod:`.cli`) and :func:`export_engine` write an engine directory;
-``Matcher.from_pretrained(DIR)`` runs it with ONNX Runtime or TensorRT. Modules:
+``Matcher.from_pretrained(DIR)`` runs it with ONNX Runtime or TensorRT. The exporter depends on
+the engine *format* (:mod:`sd4match_sdk.engine.format`, ``.manifest``, ``.directory``), never on
+the engine runtime. Modules:
 
-* :mod:`.config` -- engine kinds, precisions, graph/file names, :class:`ExportConfig`;
+* :mod:`.config` -- :class:`ExportConfig`, the options of an export;
 * :mod:`.graphs` -- the export-shaped modules (VAE encoder, UNet with baked context, CPM prompt net);
-* :mod:`.precision` -- the float16 UNet with float32 attention softmax and normalisations;
+* :mod:`.attention`, :mod:`.precision` -- the chunked export attention and the float16 UNet with
+  float32 attention softmax and normalisations;
 * :mod:`.onnx` -- one graph to ONNX (+ external data over 2 GiB) and its tensor specs;
-* :mod:`.tensorrt` -- TensorRT 10+ plans, optimization profiles, plan compatibility checks;
-* :mod:`.manifest` -- ``manifest.json``: schema, read/write, sha256 and version checks;
-* :mod:`.engine` -- :func:`export_engine`, which puts it all together.
+* :mod:`.exporters` -- one function per graph of an engine;
+* :mod:`.describe` -- the tensor, preprocessing and library descriptions the manifest carries;
+* :mod:`.plans` -- TensorRT 10+ plans: settings from the manifest, the build;
+* :mod:`.writer` -- :func:`export_engine`, which puts it all together.
 
 Importing this package loads neither onnx nor TensorRT; they are imported when used.
 """
 
-from .config import ContextMode, EngineKind, ExportConfig, GraphName, Precision
-from .manifest import EngineManifest, read_manifest, verify_files
+from ..engine.directory import read_manifest, verify_files
+from ..engine.format import ContextMode, EngineKind, GraphName, Precision
+from ..engine.manifest import EngineManifest
+from .config import ExportConfig
+from .plans import add_tensorrt_plans
+from .writer import export_engine
 
 __all__ = [
     "ContextMode",
@@ -24,14 +32,8 @@ __all__ = [
     "ExportConfig",
     "GraphName",
     "Precision",
+    "add_tensorrt_plans",
     "export_engine",
     "read_manifest",
     "verify_files",
 ]
-
-
-def export_engine(config: ExportConfig, log=print, components=None) -> EngineManifest:
-    """Write an engine directory; see :func:`sd4match_sdk.export.engine.export_engine`."""
-    from .engine import export_engine as _export_engine
-
-    return _export_engine(config, log, components)

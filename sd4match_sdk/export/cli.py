@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         from ..config import FeatureConfig, default_sd_model
         from ..errors import ConfigError
         from .config import ExportConfig
-        from .engine import add_tensorrt_plans, export_engine
+        from .plans import add_tensorrt_plans
+        from .writer import export_engine
 
         log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, file=sys.stderr))
         if args.plans_only:

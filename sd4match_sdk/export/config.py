@@ -1,92 +1,24 @@
-"""What an export produces: engine kinds, precisions, graph and file names, the export config.
+"""The options of an export (:class:`ExportConfig`) and the exporter's own constants.
 
-The names here are the contract between the exporter, the manifest, the Python backends and
-the C++ consumer (see ``docs/export.md``): change one and every reader must follow.
+The vocabulary of the files an export writes (graph, file and axis names, kinds, precisions)
+lives in :mod:`sd4match_sdk.engine.format`, shared with the runtime and the C++ consumer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from ..config import FeatureConfig
+from ..engine.format import EngineKind, Precision
 from ..errors import ConfigError
 from .attention import DEFAULT_QUERY_CHUNK
 
-__all__ = [
-    "BATCH_DIM",
-    "DEFAULT_OPSET",
-    "DINO_PROCESSOR_DIR",
-    "EXTERNAL_DATA_THRESHOLD",
-    "PAIRS_DIM",
-    "TIMING_CACHE_FILE",
-    "ContextMode",
-    "EngineKind",
-    "ExportConfig",
-    "GraphName",
-    "Precision",
-    "onnx_data_file",
-    "onnx_file",
-    "plan_file",
-]
+__all__ = ["DEFAULT_OPSET", "EXTERNAL_DATA_THRESHOLD", "ExportConfig"]
 
-#: Name of the dynamic image-batch axis in every graph (VAE encoder, UNet).
-BATCH_DIM = "batch"
-#: Name of the dynamic pair-batch axis of the CPM prompt network.
-PAIRS_DIM = "pairs"
 #: ONNX protobufs cannot exceed 2 GiB: larger graphs keep their weights in ``<graph>.onnx.data``.
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # 2 GiB minus headroom for the graph itself
 #: Opset of the exported graphs (ONNX Runtime >= 1.14 and TensorRT 10 read it).
 DEFAULT_OPSET = 18
-#: Sub-directory with the DINOv2 image-processor config (CPM engines).
-DINO_PROCESSOR_DIR = "dino_processor"
-#: TensorRT timing cache written next to the plans (reused by later builds on the same GPU).
-TIMING_CACHE_FILE = "timing.cache"
-
-
-class EngineKind(StrEnum):
-    """What ``sd4match-export --engine`` writes."""
-
-    ONNX = "onnx"  # ONNX graphs (ONNX Runtime, or any ONNX consumer)
-    TRT = "trt"  # the ONNX graphs plus TensorRT plans built from them on this GPU
-
-
-class Precision(StrEnum):
-    """Precision of the UNet graph (the VAE encoder and the prompt network stay float32)."""
-
-    FP32 = "fp32"
-    FP16 = "fp16"
-
-
-class ContextMode(StrEnum):
-    """How the UNet graph gets its cross-attention context (SPEC 13, "Engines")."""
-
-    FIXED = "fixed"  # one context baked in (single prompts, text prompts without {category})
-    TABLE = "table"  # a baked table of contexts + a class-index input (class prompts, {category} texts)
-    INPUT = "input"  # the context is an input, computed by the prompt network (CPM)
-
-
-class GraphName(StrEnum):
-    """The graphs of an engine directory."""
-
-    VAE_ENCODER = "vae_encoder"
-    UNET = "unet"
-    PROMPT_NET = "prompt_net"
-
-
-def onnx_file(graph: GraphName | str) -> str:
-    """``unet`` -> ``unet.onnx``."""
-    return f"{graph}.onnx"
-
-
-def onnx_data_file(graph: GraphName | str) -> str:
-    """External weights of a graph over 2 GiB: ``unet`` -> ``unet.onnx.data``."""
-    return f"{graph}.onnx.data"
-
-
-def plan_file(graph: GraphName | str) -> str:
-    """TensorRT plan of a graph: ``unet`` -> ``unet.plan``."""
-    return f"{graph}.plan"
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..engine.format import onnx_data_file
+from ..engine.manifest import TensorSpec
 from ..errors import BackendUnavailableError, EngineError
-from .config import EXTERNAL_DATA_THRESHOLD, onnx_data_file
-from .manifest import TensorSpec
+from .config import EXTERNAL_DATA_THRESHOLD
 
 __all__ = ["ExportedGraph", "export_onnx_graph", "read_tensor_specs"]
 

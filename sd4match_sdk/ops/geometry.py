@@ -6,29 +6,46 @@ Conventions (SPEC 4 and 13). Points are ``(x, y)`` in the last dimension.
   ``x_f = x * frame / W`` and ``y_f = y * frame / H`` (as the official datasets scale keypoints).
 * frame -> grid: align-corners scaling, ``x_g = x_f * (w - 1) / (frame - 1)`` (47/767 at 768 px).
 * grid -> [-1, 1] for ``grid_sample(align_corners=True)``: ``u = x_g / (w - 1) * 2 - 1``.
+* the official pair loaders' conventions in the frame: a mirrored pair maps ``x -> frame - x``
+  (``frame``, not ``frame - 1``), and keypoints are clamped into ``[1e-4, frame - 1 - 1e-4]``.
+
+The scaling maps take torch tensors or numpy arrays (the dataset loaders work in float64 numpy)
+and return the same type.
 """
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = [
+    "CLAMP_EPS",
     "pixels_to_frame",
     "frame_to_pixels",
     "frame_to_grid",
     "grid_to_frame",
     "grid_to_normalized",
+    "mirror_in_frame",
+    "clamp_to_frame",
     "points_outside",
 ]
 
+#: Offset of the official ``regularise_coordinates(..., eps=1e-4)``.
+CLAMP_EPS = 1e-4
 
-def _scale(points: Tensor, sx: float, sy: float) -> Tensor:
-    scale = points.new_tensor([sx, sy])
-    return points * scale
+Points = TypeVar("Points", Tensor, np.ndarray)
 
 
-def pixels_to_frame(points: Tensor, size_wh: tuple[int, int], frame: int = 768) -> Tensor:
+def _scale(points: Points, sx: float, sy: float) -> Points:
+    if isinstance(points, np.ndarray):
+        return points * np.array([sx, sy])
+    return points * points.new_tensor([sx, sy])
+
+
+def pixels_to_frame(points: Points, size_wh: tuple[int, int], frame: int = 768) -> Points:
     """Original-image pixels to the ``frame x frame`` model frame.
 
     Args:
@@ -43,13 +60,13 @@ def pixels_to_frame(points: Tensor, size_wh: tuple[int, int], frame: int = 768) 
     return _scale(points, frame / w, frame / h)
 
 
-def frame_to_pixels(points: Tensor, size_wh: tuple[int, int], frame: int = 768) -> Tensor:
+def frame_to_pixels(points: Points, size_wh: tuple[int, int], frame: int = 768) -> Points:
     """Inverse of :func:`pixels_to_frame`."""
     w, h = size_wh
     return _scale(points, w / frame, h / frame)
 
 
-def frame_to_grid(points: Tensor, frame: int, grid_hw: tuple[int, int]) -> Tensor:
+def frame_to_grid(points: Points, frame: int, grid_hw: tuple[int, int]) -> Points:
     """Model frame to feature-grid cells, align-corners (``x * (w-1) / (frame-1)``).
 
     Args:
@@ -61,7 +78,7 @@ def frame_to_grid(points: Tensor, frame: int, grid_hw: tuple[int, int]) -> Tenso
     return _scale(points, (w - 1) / (frame - 1), (h - 1) / (frame - 1))
 
 
-def grid_to_frame(points: Tensor, frame: int, grid_hw: tuple[int, int]) -> Tensor:
+def grid_to_frame(points: Points, frame: int, grid_hw: tuple[int, int]) -> Points:
     """Inverse of :func:`frame_to_grid` (``x * (frame-1) / (w-1)``, 767/47 at 768 px)."""
     h, w = grid_hw
     return _scale(points, (frame - 1) / (w - 1), (frame - 1) / (h - 1))
@@ -71,6 +88,36 @@ def grid_to_normalized(points: Tensor, grid_hw: tuple[int, int]) -> Tensor:
     """Grid cells to ``[-1, 1]`` for ``grid_sample(align_corners=True)``."""
     h, w = grid_hw
     return _scale(points, 2.0 / (w - 1), 2.0 / (h - 1)) - 1.0
+
+
+def mirror_in_frame(points: np.ndarray, frame: int) -> np.ndarray:
+    """Mirror frame keypoints horizontally, ``x' = frame - x`` (the official PF-Pascal flip rule).
+
+    Args:
+        points: ``(N, 2)`` frame coordinates.
+
+    Returns:
+        ``(N, 2)`` float64 copy.
+    """
+    out = np.array(points, np.float64, copy=True)
+    out[:, 0] = frame - out[:, 0]
+    return out
+
+
+def clamp_to_frame(points: np.ndarray, frame: int, eps: float = CLAMP_EPS) -> np.ndarray:
+    """Push coordinates ``<= 0`` to ``eps`` and ``>= frame - 1`` to ``frame - 1 - eps``
+    (the official ``regularise_coordinates``).
+
+    Args:
+        points: ``(N, 2)`` frame coordinates.
+
+    Returns:
+        ``(N, 2)`` float64 copy.
+    """
+    out = np.array(points, np.float64, copy=True)
+    out[out <= 0] = eps
+    out[out >= frame - 1] = frame - 1 - eps
+    return out
 
 
 def points_outside(points: Tensor, size_wh: tuple[int, int]) -> Tensor:

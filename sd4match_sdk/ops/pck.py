@@ -1,6 +1,7 @@
 """Percentage of Correct Keypoints (SPEC 5).
 
 A keypoint is correct when ``||pred - gt||_2 <= alpha * threshold`` (both in the model frame).
+The threshold depends on the benchmark (:class:`ThresholdKind`, :func:`pck_threshold`).
 A pair's score is the fraction of its keypoints that are correct. ``all`` is the mean over
 *pairs* (not over categories, not over keypoints); a category's score is the mean over its
 pairs. This is the official evaluator's ``BY='image'`` mode.
@@ -10,15 +11,55 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
 from ..errors import ShapeError
 
-__all__ = ["DEFAULT_ALPHAS", "pair_pck", "PCKSummary", "summarize_pck", "PCKAccumulator"]
+__all__ = [
+    "DEFAULT_ALPHAS",
+    "ThresholdKind",
+    "pck_threshold",
+    "pair_pck",
+    "PCKSummary",
+    "summarize_pck",
+    "PCKAccumulator",
+]
 
 #: The paper's alpha values.
 DEFAULT_ALPHAS = (0.05, 0.1, 0.15)
+
+
+class ThresholdKind(StrEnum):
+    """How a benchmark's PCK threshold is measured (SPEC 5)."""
+
+    BBOX = "bbox"  # SPair-71k: max(w, h) of the target box
+    IMAGE = "image"  # PF-Pascal: max(H, W) of the resized target image, i.e. the frame
+    KEYPOINTS = "keypoints"  # PF-Willow: max extent of the target keypoints
+
+
+def pck_threshold(
+    kind: ThresholdKind,
+    frame: int,
+    target_kps_frame: np.ndarray | None = None,
+    target_bbox_frame: np.ndarray | None = None,
+) -> float:
+    """The PCK threshold of a pair in the model frame (before clamping).
+
+    Args:
+        kind: the benchmark's rule.
+        frame: side of the frame.
+        target_kps_frame: ``(N, 2)`` target keypoints in the frame (PF-Willow).
+        target_bbox_frame: ``(4,)`` target box ``x1, y1, x2, y2`` in the frame (SPair).
+    """
+    if kind is ThresholdKind.IMAGE:
+        return float(frame)
+    if kind is ThresholdKind.BBOX:
+        x1, y1, x2, y2 = np.asarray(target_bbox_frame, np.float64)
+        return float(max(x2 - x1, y2 - y1))
+    kps = np.asarray(target_kps_frame, np.float64)
+    return float((kps.max(axis=0) - kps.min(axis=0)).max())
 
 
 def pair_pck(pred: np.ndarray, gt: np.ndarray, threshold: float, alphas: Sequence[float] = DEFAULT_ALPHAS) -> np.ndarray:

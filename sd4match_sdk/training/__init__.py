@@ -4,8 +4,8 @@
 >>> cfg = load_train_config("training/configs/single_spair.toml", root="data/SPair-71k")  # doctest: +SKIP
 """
 
+from ..prompts.trainable import ClassPrompt, CPMPrompt, SinglePrompt, TrainablePrompt, build_trainable_prompt
 from .config import TrainConfig, load_train_config
-from .prompts import ClassPrompt, CPMPrompt, SinglePrompt, TrainablePrompt, build_trainable_prompt
 from .trainer import Trainer, TrainResult
 
 __all__ = [

@@ -13,16 +13,65 @@ import math
 import os
 import tomllib
 from dataclasses import dataclass, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..errors import ConfigError
+from ..prompts import PromptKind
 
-__all__ = ["TrainConfig", "load_train_config", "parse_override"]
+__all__ = ["TrainConfig", "TrainPrecision", "TRAINABLE_KINDS", "autocast_dtype", "load_train_config", "parse_override", "resolve_device"]
 
-_PROMPTS = ("single", "class", "cpm")
-_DATASETS = ("spair", "pfpascal", "pfwillow")
-_PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+#: The prompt kinds that can be trained (a text prompt has nothing to learn).
+TRAINABLE_KINDS = (PromptKind.SINGLE, PromptKind.CLASS, PromptKind.CPM)
+
+
+class TrainPrecision(StrEnum):
+    """How the forward pass runs: ``auto`` is fp16 autocast on CUDA (as the official scripts) and
+    float32 on the CPU."""
+
+    AUTO = "auto"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    FP32 = "fp32"
+
+    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        """The autocast dtype on ``device``; ``None`` means full float32 (always on the CPU)."""
+        if device.type != "cuda":
+            return None
+        return {"auto": torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}[self.value]
+
+
+def autocast_dtype(precision: str | TrainPrecision, device: torch.device) -> torch.dtype | None:
+    """:meth:`TrainPrecision.autocast_dtype` of a precision name."""
+    return TrainPrecision(precision).autocast_dtype(device)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU.
+
+    Raises:
+        ConfigError: CUDA asked for but not available.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available; use device = 'cpu'")
+    return device
+
+
+def _enum_value(name: str, value: Any, enum: type[StrEnum], allowed: tuple | None = None) -> StrEnum:
+    choices = allowed or tuple(enum)
+    try:
+        member = enum(value)
+    except ValueError:
+        member = None
+    if member not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(str(c) for c in choices)} (got {value!r})")
+    return member  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -65,7 +114,7 @@ class TrainConfig:
         cpm_global, cpm_cond: CPM global and conditional prompt lengths (25, 50).
     """
 
-    prompt: str = "single"
+    prompt: PromptKind = PromptKind.SINGLE
     dataset: str = "spair"
     root: str = ""
     output_dir: str = "runs/sd4match"
@@ -85,7 +134,7 @@ class TrainConfig:
     beta: float = 0.04
     label_kernel: int = 7
     label_sigma: float = 1.5
-    precision: str = "auto"
+    precision: TrainPrecision = TrainPrecision.AUTO
     device: str = "auto"
     val_every: int = 0
     val_max_pairs: int = 0
@@ -99,12 +148,10 @@ class TrainConfig:
     cpm_cond: int = 50
 
     def __post_init__(self) -> None:
-        if self.prompt not in _PROMPTS:
-            raise ConfigError(f"prompt must be one of {', '.join(_PROMPTS)} (got {self.prompt!r})")
+        object.__setattr__(self, "prompt", _enum_value("prompt", self.prompt, PromptKind, TRAINABLE_KINDS))
         if not self.dataset:
-            raise ConfigError(f"dataset must name the benchmark ({', '.join(_DATASETS)})")
-        if self.precision not in _PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(_PRECISIONS)} (got {self.precision!r})")
+            raise ConfigError("dataset must name the benchmark (spair, pfpascal, pfwillow)")
+        object.__setattr__(self, "precision", _enum_value("precision", self.precision, TrainPrecision))
         positive = {"batch_size": self.batch_size, "image_size": self.image_size, "ensemble": self.ensemble,
                     "label_kernel": self.label_kernel, "checkpoint_every": self.checkpoint_every}  # fmt: skip
         for name, value in positive.items():
@@ -138,7 +185,8 @@ class TrainConfig:
         return self.max_steps or self.epochs * self.steps_per_epoch(num_pairs)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON values (enums as their strings): what ``config.json`` and the state record."""
+        return {k: (v.value if isinstance(v, StrEnum) else v) for k, v in dataclasses.asdict(self).items()}
 
     #: Fields that may change when a run is resumed (they do not change what is computed).
     RESUMABLE_CHANGES = ("output_dir", "root", "model", "dino", "device", "num_workers", "dino_cache",
@@ -189,7 +237,7 @@ def load_train_config(path: str | os.PathLike | None = None, **overrides: Any) -
             raise ConfigError(f"{path}: not valid TOML ({err})") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     types = {f.name: f.type for f in fields(TrainConfig)}
-    kinds = {"str": str, "int": int, "float": float, "bool": bool}
+    kinds = {"str": str, "int": int, "float": float, "bool": bool, "PromptKind": str, "TrainPrecision": str}
     unknown = sorted(set(values) - set(types))
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; known: {', '.join(sorted(types))}")

@@ -15,12 +15,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 from ..data.base import PairDataset
-from ..evaluation.runner import derive_seed
+from ..errors import ConfigError
 from ..images import sd_pixels
+from ..noise import derive_seed
+from ..prompts import PromptKind
+from .config import TrainConfig
+from .dino_cache import dino_cache_key
 
-__all__ = ["StepBatchSampler", "TrainPairs", "TrainBatch", "collate_pairs"]
+__all__ = ["StepBatchSampler", "TrainPairs", "TrainBatch", "check_splits", "collate_pairs", "step_loader"]
 
 
 class StepBatchSampler:
@@ -110,8 +115,6 @@ class TrainPairs:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        from .dino_cache import dino_cache_key
-
         sample = self.dataset[index]
         pixels = []
         for image in (sample.source_image, sample.target_image):
@@ -139,4 +142,37 @@ def collate_pairs(items: list[dict]) -> TrainBatch:
         dino_keys=[k for it in items for k in it["dino_keys"]],
         images=[img for it in items for img in it["images"]],
         indices=[it["index"] for it in items],
+    )
+
+
+def check_splits(config: TrainConfig, train_set: PairDataset, val_set: PairDataset | None) -> None:
+    """Refuse splits in another frame than ``image_size``, and a Class prompt asked to validate on
+    categories it never trains.
+
+    Raises:
+        ConfigError: what is wrong and how to fix it.
+    """
+    for name, split in (("train", train_set), ("val", val_set)):
+        if split is not None and split.frame != config.image_size:
+            raise ConfigError(f"the {name} split uses a {split.frame} px frame but image_size is {config.image_size}")
+    if config.prompt is PromptKind.CLASS and val_set is not None:
+        unseen = sorted(set(val_set.categories) - set(train_set.categories))
+        if unseen:
+            raise ConfigError(
+                f"the val split has categories the training split lacks ({', '.join(unseen)}); "
+                "a Class prompt only learns the training categories"
+            )
+
+
+def step_loader(
+    train_set: PairDataset, config: TrainConfig, start_step: int, total_steps: int, with_images: bool, pin_memory: bool
+) -> DataLoader:
+    """The batches of steps ``start_step .. total_steps - 1``, decoded by ``config.num_workers`` workers."""
+    sampler = StepBatchSampler(len(train_set), config.batch_size, config.seed, start_step, total_steps)
+    return DataLoader(
+        TrainPairs(train_set, config.image_size, with_images=with_images),
+        batch_sampler=sampler,
+        collate_fn=collate_pairs,
+        num_workers=config.num_workers,
+        pin_memory=pin_memory,
     )

@@ -34,51 +34,38 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .._version import __version__
-from ..backends import TorchFeatureBackend
-from ..config import DEFAULT_DINO_MODEL, FeatureConfig, MatchConfig, MatchMethod
+from ..config import DEFAULT_DINO_MODEL
 from ..data.base import PairDataset
 from ..errors import ConfigError
 from ..evaluation.report import write_json
-from ..evaluation.runner import derive_seed, evaluate
+from ..evaluation.runner import evaluate
+from ..features import ImageBatch
+from ..features.torch_backend import batch_features
 from ..matcher import Matcher
 from ..models.cpm import CPMConfig
 from ..models.features import SDFeatureExtractor
 from ..models.loading import SDComponents
 from ..models.text import encode_token_embeddings
-from ..noise import draw_pair_noise
+from ..noise import derive_seed, draw_pair_noise
 from ..ops.geometry import frame_to_grid
 from ..ops.loss import pair_loss
-from ..prompts import save_prompt
+from ..prompts import PromptKind, save_prompt
+from ..prompts.trainable import TrainablePrompt, build_trainable_prompt
 from .checkpoint import check_resumable, load_state, save_state
-from .config import TrainConfig
-from .data import StepBatchSampler, TrainBatch, TrainPairs, collate_pairs
+from .config import TrainConfig, autocast_dtype, resolve_device
+from .data import TrainBatch, check_splits, step_loader
 from .dino_cache import DinoTokenCache
-from .prompts import TrainablePrompt, build_trainable_prompt
+from .logs import log_step, open_tensorboard
+from .validation import validation_matcher
 
 __all__ = ["Trainer", "TrainResult", "resolve_device", "autocast_dtype"]
 
 STATE_FILE = "state.pt"
 LAST_PROMPT = "last.safetensors"
 BEST_PROMPT = "best.safetensors"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available; use device = 'cpu'")
-    return device
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of a precision setting; ``None`` means full float32 (always on CPU)."""
-    if device.type != "cuda":
-        return None
-    return {"auto": torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}[precision]
 
 
 @dataclass
@@ -128,66 +115,67 @@ class Trainer:
         progress: bool = True,
         tensorboard: bool = True,
     ) -> None:
-        for name, split in (("train", train_set), ("val", val_set)):
-            if split is not None and split.frame != config.image_size:
-                raise ConfigError(f"the {name} split uses a {split.frame} px frame but image_size is {config.image_size}")
-        if config.prompt == "class" and val_set is not None:
-            unseen = sorted(set(val_set.categories) - set(train_set.categories))
-            if unseen:
-                raise ConfigError(
-                    f"the val split has categories the training split lacks ({', '.join(unseen)}); "
-                    "a Class prompt only learns the training categories"
-                )
-        if config.prompt == "cpm" and dino is None:
+        # 1. Check the inputs
+        check_splits(config, train_set, val_set)
+        if config.prompt is PromptKind.CPM and dino is None:
             raise ConfigError("a CPM prompt needs DINOv2: pass dino=(model, processor)")
-        self.config = config
-        self.components = components
-        self.train_set = train_set
-        self.val_set = val_set
-        self.progress = progress
-        self.tensorboard = tensorboard
+        self.config, self.components, self.dino = config, components, dino
+        self.train_set, self.val_set = train_set, val_set
+        self.progress, self.tensorboard = progress, tensorboard
+        self.output_dir = Path(config.output_dir)
+        # 2. Put the frozen models on the device
         self.device = resolve_device(config.device)
         self.amp_dtype = autocast_dtype(config.precision, self.device)
-        self.output_dir = Path(config.output_dir)
-
-        for module in (components.unet, components.vae, components.text_encoder):
-            module.requires_grad_(False).eval().to(self.device)
-        if config.gradient_checkpointing:
-            components.unet.enable_gradient_checkpointing()
-        self.extractor = SDFeatureExtractor(components.vae, components.unet, components.scheduler, config.timestep)
+        self.extractor = self._frozen_extractor()
         self.latent_shape = self.extractor.latent_shape(config.image_size)
-
-        self.dino = dino
-        self.dino_cache: DinoTokenCache | None = None
-        cpm_config = None
-        if config.prompt == "cpm":
-            dino_model, processor = dino  # type: ignore[misc]
-            dino_model.to(self.device).eval().requires_grad_(False)
-            self.dino_cache = DinoTokenCache(dino_model, processor, config.dino or DEFAULT_DINO_MODEL, config.dino_cache or None)
-            cpm_config = CPMConfig(
-                dino_dim=int(dino_model.config.hidden_size),
-                text_dim=int(components.text_encoder.config.hidden_size),
-                global_length=config.cpm_global,
-                cond_length=config.cpm_cond,
-            )
-        self.prompt: TrainablePrompt = build_trainable_prompt(
-            config.prompt,
-            components.tokenizer,
-            components.text_encoder,
-            seed=derive_seed(config.seed, "prompt-init"),
-            categories=train_set.categories,
-            cpm_config=cpm_config,
-        ).to(self.device)
+        # 3. The DINOv2 token cache (CPM)
+        self.dino_cache = self._dino_token_cache()
+        # 4. The prompt, its optimiser, the fp16 grad scaler and the training noise
+        self.prompt = self._initial_prompt()
         self.optimizer = torch.optim.Adam(self.prompt.param_groups(config.lr, config.network_lr))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.noise_generator = torch.Generator().manual_seed(derive_seed(config.seed, "train-noise"))
-        self.step = 0
-        self.best_score = -1.0
-        self.best_step = -1
+        # 5. Where the run stands: fresh, or resumed from the saved state
+        self.step, self.best_score, self.best_step = 0, -1.0, -1
         self.validations: list[dict] = []
         self._saved_step = -1
         self._updating = False
         self.resumed = self._maybe_resume()
+
+    def _frozen_extractor(self) -> SDFeatureExtractor:
+        parts = self.components
+        for module in (parts.unet, parts.vae, parts.text_encoder):
+            module.requires_grad_(False).eval().to(self.device)
+        if self.config.gradient_checkpointing:
+            parts.unet.enable_gradient_checkpointing()
+        return SDFeatureExtractor(parts.vae, parts.unet, parts.scheduler, self.config.timestep)
+
+    def _dino_token_cache(self) -> DinoTokenCache | None:
+        if self.config.prompt is not PromptKind.CPM:
+            return None
+        model, processor = self.dino  # type: ignore[misc]
+        model.to(self.device).eval().requires_grad_(False)
+        return DinoTokenCache(model, processor, self.config.dino or DEFAULT_DINO_MODEL, self.config.dino_cache or None)
+
+    def _initial_prompt(self) -> TrainablePrompt:
+        cfg, text_encoder = self.config, self.components.text_encoder
+        cpm_config = None
+        if cfg.prompt is PromptKind.CPM:
+            cpm_config = CPMConfig(
+                dino_dim=int(self.dino[0].config.hidden_size),  # type: ignore[index]
+                text_dim=int(text_encoder.config.hidden_size),
+                global_length=cfg.cpm_global,
+                cond_length=cfg.cpm_cond,
+            )
+        prompt = build_trainable_prompt(
+            cfg.prompt,
+            self.components.tokenizer,
+            text_encoder,
+            seed=derive_seed(cfg.seed, "prompt-init"),
+            categories=self.train_set.categories,
+            cpm_config=cpm_config,
+        )
+        return prompt.to(self.device)
 
     # ------------------------------------------------------------------ state
 
@@ -242,7 +230,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def _autocast(self):
+    def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
@@ -256,42 +244,18 @@ class Trainer:
     def train_step(self, batch: TrainBatch) -> float:
         """One optimiser step on ``batch``; returns the batch loss (mean over its pairs)."""
         p = len(batch)
-        noises = [draw_pair_noise(self.noise_generator, self.config.ensemble, self.latent_shape) for _ in range(p)]
-        dino0, dino1 = self._dino_tokens(batch)
-        grid_hw = (self.config.image_size // 16, self.config.image_size // 16)
+        # 1. Draw every pair's noise, source then target, whatever the micro-batch split
+        noises = [n for _ in range(p) for n in draw_pair_noise(self.noise_generator, self.config.ensemble, self.latent_shape)]
+        images = ImageBatch.from_pixels(batch.pixels, noises, [c for c in batch.categories for _ in (0, 1)])
+        dino = self._dino_tokens(batch)
+        # 2. Accumulate the gradient of the mean loss over the step's micro-batches
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         micro = self.config.micro_batch
         for start in range(0, p, micro):
-            idx = list(range(start, min(start + micro, p)))
-            images = [2 * i + j for i in idx for j in (0, 1)]
-            pixels = batch.pixels[images].to(self.device, non_blocking=True)
-            eps_vae = torch.cat([n.eps_vae for i in idx for n in noises[i]]).to(self.device)
-            noise = torch.stack([n.noise for i in idx for n in noises[i]]).to(self.device)
-            with self._autocast():
-                tokens = self.prompt.token_embeds(
-                    [batch.categories[i] for i in idx],
-                    None if dino0 is None else dino0[idx],
-                    None if dino1 is None else dino1[idx],
-                )
-                context = encode_token_embeddings(self.components.text_encoder, tokens)  # (m, 77, D)
-                with torch.no_grad():
-                    latents = self.extractor.encode_latents(pixels, eps_vae)
-                feats = self.extractor.unet_features(latents, noise, context.repeat_interleave(2, dim=0))
-            feats = feats.float()
-            if feats.shape[-2:] != grid_hw:
-                raise ConfigError(f"feature grid {tuple(feats.shape[-2:])} differs from the expected {grid_hw}")
-            losses = []
-            for k, i in enumerate(idx):
-                points0 = frame_to_grid(batch.kps0[i].to(self.device), self.config.image_size, grid_hw)
-                points1 = frame_to_grid(batch.kps1[i].to(self.device), self.config.image_size, grid_hw)
-                losses.append(
-                    pair_loss(feats[2 * k], feats[2 * k + 1], points0, points1, self.config.beta,
-                              self.config.label_kernel, self.config.label_sigma)  # fmt: skip
-                )
-            loss = torch.stack(losses).sum() / p  # the gradient of the step is the mean over all p pairs
-            self.scaler.scale(loss).backward()
-            total += float(loss.detach())
+            pairs = list(range(start, min(start + micro, p)))
+            total += self._accumulate(batch, images, dino, pairs, p)
+        # 3. One Adam step (the fp16 grad scaler skips steps with non-finite gradients)
         self._updating = True
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -299,13 +263,35 @@ class Trainer:
         self._updating = False
         return total
 
+    def _accumulate(
+        self, batch: TrainBatch, images: ImageBatch, dino: tuple[Tensor | None, Tensor | None], pairs: list[int], p: int
+    ) -> float:
+        """Forward and backward of one micro-batch of ``pairs``; its summed pair losses / ``p``."""
+        micro = images.select([2 * i + j for i in pairs for j in (0, 1)]).to(self.device, non_blocking=True)
+        dino0, dino1 = (None if t is None else t[pairs] for t in dino)
+        with self._autocast():
+            tokens = self.prompt.token_embeds([batch.categories[i] for i in pairs], dino0, dino1)
+            context = encode_token_embeddings(self.components.text_encoder, tokens)  # (m, 77, D)
+            feats = batch_features(self.extractor, micro, context.repeat_interleave(2, dim=0)).float()
+        grid_hw = (self.config.image_size // 16, self.config.image_size // 16)
+        if feats.shape[-2:] != grid_hw:
+            raise ConfigError(f"feature grid {tuple(feats.shape[-2:])} differs from the expected {grid_hw}")
+        losses = [self._pair_loss(feats[2 * k], feats[2 * k + 1], batch, i, grid_hw) for k, i in enumerate(pairs)]
+        loss = torch.stack(losses).sum() / p  # the gradient of the step is the mean over all p pairs
+        self.scaler.scale(loss).backward()
+        return float(loss.detach())
+
+    def _pair_loss(self, feat0: Tensor, feat1: Tensor, batch: TrainBatch, i: int, grid_hw: tuple[int, int]) -> Tensor:
+        cfg = self.config
+        points0 = frame_to_grid(batch.kps0[i].to(self.device), cfg.image_size, grid_hw)
+        points1 = frame_to_grid(batch.kps1[i].to(self.device), cfg.image_size, grid_hw)
+        return pair_loss(feat0, feat1, points0, points1, cfg.beta, cfg.label_kernel, cfg.label_sigma)
+
     # ------------------------------------------------------------------ validation
 
     def validation_matcher(self) -> Matcher:
         """A Matcher with the current prompt, t = training timestep, E = 1, nearest neighbour."""
-        feature_config = FeatureConfig(self.config.image_size, self.config.timestep, self.config.ensemble)
-        backend = TorchFeatureBackend(self.components, self.prompt.to_weights(), feature_config, self.device, self.dino)
-        return Matcher(backend, MatchConfig(method=MatchMethod.NN), matching_backend="torch")
+        return validation_matcher(self.components, self.prompt.to_weights(), self.config, self.device, self.dino)
 
     def validate(self) -> float:
         """NN-PCK@``val_alpha`` (mean over pairs) of the current prompt on the val split."""
@@ -327,33 +313,11 @@ class Trainer:
             self.best_score, self.best_step = score, self.step
             metadata = {**self._prompt_metadata(), "val_nn_pck": f"{score:.6f}", "val_split": self.val_set.split}
             save_prompt(self.output_dir / BEST_PROMPT, self.prompt.to_weights(), **metadata)
-        write_json(self.output_dir / "validation.json", {"best_step": self.best_step, "best_score": self.best_score,
-                                                          "history": self.validations})  # fmt: skip
+        history = {"best_step": self.best_step, "best_score": self.best_score, "history": self.validations}
+        write_json(self.output_dir / "validation.json", history)
         return score
 
     # ------------------------------------------------------------------ loop
-
-    def _loader(self, total: int):
-        from torch.utils.data import DataLoader
-
-        sampler = StepBatchSampler(len(self.train_set), self.config.batch_size, self.config.seed, self.step, total)
-        return DataLoader(
-            TrainPairs(self.train_set, self.config.image_size, with_images=self.dino_cache is not None),
-            batch_sampler=sampler,
-            collate_fn=collate_pairs,
-            num_workers=self.config.num_workers,
-            pin_memory=self.device.type == "cuda",
-        )
-
-    def _writer(self):
-        if not self.tensorboard:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            print("sd4match-train: tensorboard is not installed; no TensorBoard logs (pip install tensorboard)")
-            return None
-        return SummaryWriter(log_dir=str(self.output_dir / "tb"), purge_step=self.step or None)
 
     def run(self, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
         """Train until ``total_steps`` (from the resumed step, if any).
@@ -361,40 +325,17 @@ class Trainer:
         Args:
             on_step: called as ``on_step(step, loss)`` after every optimiser step.
         """
-        from tqdm.auto import tqdm
-
+        # 1. Record the settings and open the logs
         cfg = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         total = cfg.total_steps(len(self.train_set))
-        val_every = cfg.val_every or cfg.steps_per_epoch(len(self.train_set))
-        writer = self._writer()
-        losses: list[tuple[int, float]] = []
+        writer = open_tensorboard(self.output_dir, self.step) if self.tensorboard else None
         bar = tqdm(total=total, initial=self.step, unit="step", disable=not self.progress, dynamic_ncols=True)
-        last_time = time.perf_counter()
+        # 2. Step, validate and save until the last step; a kill keeps every finished step
+        losses: list[tuple[int, float]] = []
         try:
-            for batch in self._loader(total):
-                loss = self.train_step(batch)
-                losses.append((self.step, loss))
-                now = time.perf_counter()
-                if writer is not None:
-                    writer.add_scalar("train/loss", loss, self.step)
-                    for i, group in enumerate(self.optimizer.param_groups):
-                        writer.add_scalar(f"train/lr_group{i}", group["lr"], self.step)
-                    writer.add_scalar("train/steps_per_second", 1.0 / max(now - last_time, 1e-9), self.step)
-                last_time = now
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", best=f"{self.best_score:.3f}" if self.best_step >= 0 else "-")
-                if on_step is not None:
-                    on_step(self.step, loss)
-                validated = False
-                if self.val_set is not None and (self.step % val_every == 0 or self.step == total):
-                    score = self.validate()
-                    validated = True
-                    if writer is not None:
-                        writer.add_scalar(f"val/nn_pck@{cfg.val_alpha:g}", score, self.step)
-                if validated or self.step % cfg.checkpoint_every == 0 or self.step == total:
-                    self.save_state()
+            self._loop(total, writer, bar, losses, on_step)
         except KeyboardInterrupt:
             # Ctrl-C / SIGTERM between steps: keep every finished step. Inside Adam's update the
             # prompt may be half-written, so the last saved state stays authoritative.
@@ -405,8 +346,36 @@ class Trainer:
             bar.close()
             if writer is not None:
                 writer.close()
+        # 3. Save the final state and report
         if self.step != self._saved_step:
             self.save_state()
+        return self._result(total, losses)
+
+    def _loop(self, total: int, writer: Any, bar: tqdm, losses: list, on_step: Callable | None) -> None:
+        cfg = self.config
+        val_every = cfg.val_every or cfg.steps_per_epoch(len(self.train_set))
+        last_time = time.perf_counter()
+        loader = step_loader(self.train_set, cfg, self.step, total, self.dino_cache is not None, self.device.type == "cuda")
+        for batch in loader:
+            loss = self.train_step(batch)
+            losses.append((self.step, loss))
+            now = time.perf_counter()
+            if writer is not None:
+                log_step(writer, self.step, loss, [g["lr"] for g in self.optimizer.param_groups], now - last_time)
+            last_time = now
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", best=f"{self.best_score:.3f}" if self.best_step >= 0 else "-")
+            if on_step is not None:
+                on_step(self.step, loss)
+            validated = self.val_set is not None and (self.step % val_every == 0 or self.step == total)
+            if validated:
+                score = self.validate()
+                if writer is not None:
+                    writer.add_scalar(f"val/nn_pck@{cfg.val_alpha:g}", score, self.step)
+            if validated or self.step % cfg.checkpoint_every == 0 or self.step == total:
+                self.save_state()
+
+    def _result(self, total: int, losses: list[tuple[int, float]]) -> TrainResult:
         best = self.output_dir / BEST_PROMPT
         return TrainResult(
             step=self.step,

@@ -143,10 +143,11 @@ class TestModelInputs:
                 np.testing.assert_array_equal(np.load(tmp_path / "sd.npy"), expected, err_msg=f"{image.name} {size}")
 
     def test_dino_pixels_equal_python(self, cpp_preprocess, cpp_cpm_engine, noise_image, tmp_path):
-        from sd4match_sdk.backends.engine import load_dino_processor
+        from sd4match_sdk.engine.directory import read_manifest
+        from sd4match_sdk.engine.runtime import load_dino_processor
         from sd4match_sdk.models.dino import dino_pixels
 
-        processor = load_dino_processor(cpp_cpm_engine)
+        processor = load_dino_processor(cpp_cpm_engine, read_manifest(cpp_cpm_engine))
         config = cpp_cpm_engine / "dino_processor" / "preprocessor_config.json"
         for image in DEMO_IMAGES + [noise_image]:  # landscape, portrait, near-square, upscaled
             run_tool(cpp_preprocess, "dino", image, config, tmp_path / "dino.npy")

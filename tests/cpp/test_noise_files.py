@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from sd4match_sdk import ImageFeatures
 from sd4match_sdk.errors import ConfigError
 from sd4match_sdk.images import load_image
 from sd4match_sdk.noise import NOISE_FILES, draw_pair_noise, load_pair_noise, make_generator, save_pair_noise
@@ -47,8 +48,9 @@ def test_matcher_draw_pair_noise_is_what_match_uses(matcher256, demo_pair, tmp_p
     noise = load_pair_noise(tmp_path)
     a, b = (load_image(p) for p in demo_pair)
     features = matcher256.backend.extract_pairs([a], [b], [None], [noise])
-    query = torch.tensor(points)
-    got = matcher256._match(features[:1], features[1:], query, (a.shape[1], a.shape[0]), (b.shape[1], b.shape[0]))
+    source = ImageFeatures(features[:1], (a.shape[1], a.shape[0]))
+    target = ImageFeatures(features[1:], (b.shape[1], b.shape[0]))
+    got = matcher256.match_features(source, target, points)
     np.testing.assert_array_equal(got.points, expected.points)
     other = matcher256.draw_pair_noise(seed=10)
     assert not torch.equal(other[0].eps_vae, noise[0].eps_vae)

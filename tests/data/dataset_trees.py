@@ -144,3 +144,26 @@ def copy_spair_tree(src: Path, dst: Path) -> Path:
     target = dst / "SPair-71k"
     shutil.copytree(src, target)
     return target
+
+
+# ------------------------------------------------------------ expected values, written out longhand
+
+FRAME = 768
+EPS = 1e-4
+
+
+def image_size(path) -> tuple[int, int]:
+    """``(W, H)`` of an image file."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
+
+
+def clamp(v: float) -> float:
+    """The official clamp into ``[1e-4, 767 - 1e-4]`` of one frame coordinate."""
+    if v <= 0:
+        return EPS
+    if v >= FRAME - 1:
+        return FRAME - 1 - EPS
+    return v

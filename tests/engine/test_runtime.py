@@ -1,0 +1,74 @@
+"""Engine backend plumbing: provider choice, chunking, and the full SD 2.1 architecture (slow)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sd4match_sdk import Matcher
+from sd4match_sdk.engine.onnxrt import select_providers
+
+
+class TestProviders:
+    def test_cpu(self):
+        assert select_providers(torch.device("cpu"), ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+            "CPUExecutionProvider"
+        ]
+
+    def test_cuda_provider_first_with_cpu_fallback(self):
+        providers = select_providers(torch.device("cuda:1"), ["CUDAExecutionProvider", "CPUExecutionProvider"])
+        assert providers == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+
+    def test_cuda_without_the_provider_warns_and_uses_the_cpu(self):
+        with pytest.warns(UserWarning, match="onnxruntime-gpu"):
+            assert select_providers(torch.device("cuda"), ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_requests_are_chunked_by_max_batch(engine_class):
+    """max_batch 3: a 2-pair request (4 images) runs the UNet graph twice (3 + 1 images)."""
+    from sd4match_sdk.demo import demo_images
+
+    matcher = Matcher.from_pretrained(str(engine_class))
+    runner = matcher.backend.runners["unet"]
+    batches = []
+    original = runner.run
+    runner.run = lambda feeds: batches.append(feeds["latents"].shape[0]) or original(feeds)
+    a, b = demo_images()
+    matcher.match_batch([(a, b, [[10.0, 10.0]], "cat"), (b, a, [[10.0, 10.0]], "dog")], seed=0)
+    assert batches == [3, 1]
+
+
+@pytest.mark.slow
+def test_full_sd21_exports_with_external_data_and_runs_in_onnxruntime(tmp_path):
+    """SD 2.1 architecture (random weights), 768 px, E=1: ~3 GB of UNet weights in unet.onnx.data.
+
+    Several minutes and ~15 GB of RAM on a 2-core CPU: run with --runslow.
+    """
+    from sd4match_sdk.features import TorchFeatureBackend
+    from sd4match_sdk.config import FeatureConfig
+    from sd4match_sdk.demo import demo_images
+    from sd4match_sdk.export import ExportConfig, export_engine, read_manifest
+    from sd4match_sdk.prompts import PromptWeights
+    from sd4match_sdk.testing import build_sd21_random
+
+    components = build_sd21_random()
+    feature = FeatureConfig(image_size=768, timestep=50, ensemble=1)
+    out = tmp_path / "sd21"
+    export_engine(
+        ExportConfig(model="random-sd21", out=str(out), feature=feature, max_batch=2),
+        log=lambda *a: None,
+        components=components,
+    )
+    manifest = read_manifest(out)
+    assert manifest.graphs["unet"].onnx_data == "unet.onnx.data"
+    assert manifest.files["unet.onnx.data"].bytes > 2**31
+    assert manifest.feature_shape == (1280, 48, 48) and manifest.latent_shape == (4, 96, 96)
+    a, _ = demo_images()
+    expected = (
+        Matcher(TorchFeatureBackend(components, PromptWeights.from_text(""), feature, torch.device("cpu")))
+        .features(a, seed=0)
+        .features
+    )
+    del components
+    got = Matcher.from_pretrained(str(out)).features(a, seed=0).features
+    assert (got - expected).abs().max() / expected.abs().max() < 1e-3
