@@ -4,7 +4,7 @@ One run, one machine: the same model is exported to an engine directory, then bo
 extract features of the same images with the same seeds (so the outputs are compared too).
 Prints the machine, per-image time (median and IQR over the repeats, after warm-up), the
 ratio, the feature difference and the match difference against PyTorch; with ``--fp16`` also
-an fp16 engine and its feature error against the fp32 reference (SPEC 13 / issue 5 item 3).
+an fp16 engine and its feature error against the fp32 reference (docs/design.md §13.10).
 
     python benchmarks/bench_backends.py                       # tiny SD-2.1-shaped model, 768 px, E=8
     python benchmarks/bench_backends.py --fp16                # + fp16 engine and its error

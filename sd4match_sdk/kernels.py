@@ -2,7 +2,7 @@
 
 The compiled modules (built from ``kernels/``, docs/kernels.md) compute, per query, exactly what
 :func:`sd4match_sdk.ops.matching.match_points` computes for ``method="kernel_softargmax"``
-(SPEC 4) without materialising the similarity map: ``sd4match_sdk._kernels`` on the CPU and
+(docs/design.md §5.3) without materialising the similarity map: ``sd4match_sdk._kernels`` on the CPU and
 ``sd4match_sdk._kernels_cuda`` on CUDA devices. This module is their Python face. Tensors cross into C++ as DLPack capsules (no
 libtorch link); outputs are allocated here by torch, so CUDA work uses torch's caching allocator
 and runs on torch's current stream.

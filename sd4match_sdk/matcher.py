@@ -1,7 +1,7 @@
 """The public ``Matcher``: load once, then match keypoints between image pairs.
 
-A match runs, per pair: resize both images to the model frame, draw the noise (SPEC 13,
-"Determinism"), build the prompt context (fixed, per category, or from DINOv2 for CPM), extract
+A match runs, per pair: resize both images to the model frame, draw the noise (docs/design.md
+§7.2), build the prompt context (fixed, per category, or from DINOv2 for CPM), extract
 raw SD features for both images in one UNet batch, and read the matches off the cosine map with
 Kernel-Soft-Argmax. Points go in and come out in the original images' pixels.
 """
@@ -112,7 +112,7 @@ class Matcher:
 
     Build it with :meth:`from_pretrained`; the constructor takes an already loaded feature
     backend and does no I/O. The matcher owns everything backends share: image reading, point
-    checks, noise drawing (SPEC 13), coordinate maps and matching.
+    checks, noise drawing (docs/design.md §7.2), coordinate maps and matching.
 
     Args:
         backend: turns images + noise + prompt into raw features (PyTorch, ONNX Runtime, TensorRT).

@@ -1,4 +1,4 @@
-"""Every random draw of feature extraction, from one generator, in a fixed order (SPEC 13).
+"""Every random draw of feature extraction, from one generator, in a fixed order (docs/design.md §7.2).
 
 For one image: ``eps_vae = randn(1, 4, h, w)`` (the VAE posterior sample), then
 ``noise = randn(E, 4, h, w)`` (the E diffusion noise maps). For a pair the source image draws

@@ -37,7 +37,7 @@ def test_generator_equals_seed(matcher256: Matcher, demo_pair) -> None:
 
 
 def test_match_equals_manual_pipeline(matcher256: Matcher, demo_pair) -> None:
-    """The noise order of SPEC 13 and the coordinate maps, recomputed by hand."""
+    """The noise order (docs/design.md §7.2) and the coordinate maps, recomputed by hand."""
     from sd4match_sdk.ops.geometry import frame_to_grid, grid_to_frame
     from sd4match_sdk.ops.matching import match_points
 

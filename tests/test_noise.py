@@ -1,4 +1,4 @@
-"""The noise draws of one image and of a pair: order and shapes (SPEC 13)."""
+"""The noise draws of one image and of a pair: order and shapes (docs/design.md §7.2)."""
 
 from __future__ import annotations
 

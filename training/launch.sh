@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train one paper setting, then evaluate its best prompt on the test split (SPEC 5 settings:
+# Train one paper setting, then evaluate its best prompt on the test split (docs/design.md §9 settings:
 # t=50, ensemble 8, Kernel-Soft-Argmax, PCK@0.05/0.1/0.15, mean over pairs).
 #
 #   training/launch.sh single spair data/SPair-71k

@@ -1,4 +1,4 @@
-"""Benchmark loaders in the datasets' native layouts: SPair-71k, PF-Pascal, PF-Willow (SPEC 6).
+"""Benchmark loaders in the datasets' native layouts: SPair-71k, PF-Pascal, PF-Willow (docs/design.md §10).
 
 >>> ds = load_dataset("pfwillow", "path/to/pf-willow", split="test")  # doctest: +SKIP
 >>> s = ds[0]; s.source_kps, s.target_kps, s.threshold, s.category  # 768-frame values  # doctest: +SKIP

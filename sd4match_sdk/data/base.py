@@ -1,4 +1,4 @@
-"""What every benchmark loader returns, and how a pair becomes a sample in the square model frame (SPEC 5, 6).
+"""What every benchmark loader returns, and how a pair becomes a sample in the square model frame (docs/design.md §9.2, §10).
 
 A loader reads a benchmark's native files once into :class:`PairRecord` s (paths, category,
 keypoints in the original images' pixels, boxes, flip). Indexing it gives a :class:`PairSample`:

@@ -1,4 +1,4 @@
-"""PF-Pascal in its native layout (SPEC 6).
+"""PF-Pascal in its native layout (docs/design.md §10.3).
 
 ``<split>_pairs.csv`` (columns ``source_image, target_image, class`` with the class 1-based, and
 ``flip`` in ``trn``); images ``PF-dataset-PASCAL/JPEGImages/<name>.jpg``; annotations

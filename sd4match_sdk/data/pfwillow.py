@@ -1,4 +1,4 @@
-"""PF-Willow in its native layout (SPEC 6).
+"""PF-Willow in its native layout (docs/design.md §10.4).
 
 ``test_pairs.csv``: ``imageA, imageB``, then 20 source values (10 x, then 10 y), then 20 target
 values; images ``PF-dataset/<class>/<name>.png``. Every pair has 10 keypoints. The PCK threshold is

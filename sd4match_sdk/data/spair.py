@@ -1,4 +1,4 @@
-"""SPair-71k in its native layout (SPEC 6).
+"""SPair-71k in its native layout (docs/design.md §10.2).
 
 ``Layout/large/<split>.txt`` lists pairs as ``<id>-<src>-<trg>:<category>``; each has
 ``PairAnnotation/<split>/<line>.json`` (``src_kps``, ``trg_kps``, ``src_bndbox``, ``trg_bndbox``,

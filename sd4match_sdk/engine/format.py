@@ -69,7 +69,7 @@ class Precision(StrEnum):
 
 
 class ContextMode(StrEnum):
-    """How the UNet graph gets its cross-attention context (SPEC 13, "Engines")."""
+    """How the UNet graph gets its cross-attention context (docs/design.md §13.10)."""
 
     FIXED = "fixed"  # one context baked in (single prompts, text prompts without {category})
     TABLE = "table"  # a baked table of contexts + a class-index input (class prompts, {category} texts)

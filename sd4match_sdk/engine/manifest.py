@@ -1,6 +1,6 @@
 """The schema of ``manifest.json``: what an engine directory holds.
 
-The manifest (SPEC 13, "Engines") records the format version, the SDK version, the prompt (kind,
+The manifest (docs/design.md §13.10) records the format version, the SDK version, the prompt (kind,
 categories, how the context reaches the UNet), the feature settings baked into the graphs
 (image size, timestep, ensemble), the precision, every graph's inputs and outputs (names,
 dtypes, shapes with named dynamic axes), every file's sha256 and size, the library versions,

@@ -1,7 +1,7 @@
 """Per-image features of an evaluation, computed once and dropped after the image's last pair.
 
 Single, Class and text prompts give an image the same features in every pair it belongs to, so
-the official ``test.py`` extracts each unique image once (SPEC 5). The cache knows, from the
+the official ``test.py`` extracts each unique image once (docs/design.md §9.4). The cache knows, from the
 pairs to visit, how many pairs use each image; :meth:`FeatureCache.release` drops an image's
 features after its last one, so memory stays bounded on SPair's 12k test pairs when pairs are
 visited grouped by category.

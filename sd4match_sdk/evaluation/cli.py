@@ -1,4 +1,4 @@
-"""``sd4match-eval``: PCK of a prompt on SPair-71k, PF-Pascal or PF-Willow (SPEC 5).
+"""``sd4match-eval``: PCK of a prompt on SPair-71k, PF-Pascal or PF-Willow (docs/design.md §9).
 
 Example (the paper's released setting: t = 50, ensemble 8, Kernel-Soft-Argmax)::
 

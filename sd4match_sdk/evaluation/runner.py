@@ -1,4 +1,4 @@
-"""PCK evaluation of a :class:`~sd4match_sdk.Matcher` on a benchmark split (SPEC 5).
+"""PCK evaluation of a :class:`~sd4match_sdk.Matcher` on a benchmark split (docs/design.md §9).
 
 Single, Class and text prompts: the features of each image are computed once and reused by all
 its pairs (:class:`~.cache.FeatureCache`, :meth:`Matcher.match_features`), as the official

@@ -1,4 +1,4 @@
-"""Export SD4Match features with a baked prompt to ONNX graphs and TensorRT plans (SPEC 13).
+"""Export SD4Match features with a baked prompt to ONNX graphs and TensorRT plans (docs/design.md §13.10).
 
 ``sd4match-export`` (:mod:`.cli`) and :func:`export_engine` write an engine directory;
 ``Matcher.from_pretrained(DIR)`` runs it with ONNX Runtime or TensorRT. The exporter depends on

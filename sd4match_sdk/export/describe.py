@@ -26,7 +26,7 @@ TENSOR_DESCRIPTIONS = {
     "context": "float32 cross-attention context per image (B, 77, D): a pair's prompt_net output, "
     "repeated for its source and its target image",
     "features": "raw ensemble-mean up_blocks[1] feature map, float32; SD4Match samples query descriptors "
-    "from THIS map and L2-normalises after sampling (SPEC 4)",
+    "from THIS map and L2-normalises after sampling (docs/design.md §5.1)",
     "features_normalized": "features / (||features||_2 over channels + 1e-6) per cell, float32: the target "
     "side of the cosine map (dense matching)",
     "dino_source": "DINOv2 input of each pair's source image (float32): the ORIGINAL image, shortest edge "

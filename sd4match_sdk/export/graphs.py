@@ -12,7 +12,7 @@ Each module wraps the SDK's own PyTorch pieces (the oracle) without copying thei
   -> CLIP text encoder: the CPM context of a pair (``PromptContexts.pair``).
 
 Why two feature outputs: matching samples the query descriptor from the **raw** ensemble-mean
-map and normalises *after* sampling (SPEC 4, "Order of normalisation"); sampling the normalised
+map and normalises *after* sampling (docs/design.md §5.1); sampling the normalised
 map gives different matches at off-grid points. ``features`` is that raw map, used by the SDK's
 matching. ``features_normalized`` (``x / (||x|| + 1e-6)`` per cell) is the target side of the
 cosine map, ready for dense matching, and is what grid-aligned queries can read directly.

@@ -1,4 +1,4 @@
-"""Write an engine directory (SPEC 13, "Engines"): ONNX graphs, optional TensorRT plans, manifest.
+"""Write an engine directory (docs/design.md §13.10): ONNX graphs, optional TensorRT plans, manifest.
 
 Layout (``docs/export.md`` documents every tensor)::
 

@@ -1,4 +1,4 @@
-"""The Conditional Prompting Module, ``Pair-DINO-Feat-G25-C50`` (SPEC 2).
+"""The Conditional Prompting Module, ``Pair-DINO-Feat-G25-C50`` (docs/design.md §4.4).
 
 From DINOv2 patch tokens of both images (source first, so the module is not symmetric):
 ``F = [F_src | F_trg]`` (B, 256, 2*768) -> ``g_d`` Linear(1536 -> D) -> ``g_n`` Linear(256 -> 256)

@@ -1,4 +1,4 @@
-"""DINOv2 patch tokens for the CPM (SPEC 2 and 13).
+"""DINOv2 patch tokens for the CPM (docs/design.md §4.5, §13.9).
 
 DINOv2 runs on the *original* image with the HF processor's geometry (short side 256 bicubic,
 centre crop 224, ImageNet normalisation), giving 16 x 16 = 256 patch tokens; the CLS token is

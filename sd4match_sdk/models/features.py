@@ -1,8 +1,8 @@
-"""SD feature extraction (SPEC 1): VAE posterior sample, DDPM noise, truncated UNet, ensemble mean.
+"""SD feature extraction (docs/design.md §3): VAE posterior sample, DDPM noise, truncated UNet, ensemble mean.
 
 The extractor is deterministic given its noise: callers draw ``eps_vae`` and ``noise`` (see
 :mod:`sd4match_sdk.noise`) so that every backend can be fed the same numbers. Its output is the
-*raw* ensemble mean; matching normalises later (SPEC 4, "Order of normalisation").
+*raw* ensemble mean; matching normalises later (docs/design.md §5.1).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Loading Stable Diffusion 2.1 and DINOv2 with the libraries' own ``from_pretrained``.
 
-Weights load completely or not at all (SPEC 13). Real SD 2.1 checkpoints store the text encoder
+Weights load completely or not at all (docs/design.md §13.2). Real SD 2.1 checkpoints store the text encoder
 with transformers-4 key names (``text_model.*``) while transformers 5 saves them without the
 prefix; a mismatch either way can leave layers randomly initialised with only a log line. Every
 load here asks for the loading report and raises :class:`WeightsError` unless every parameter
@@ -110,7 +110,7 @@ def load_sd_components(model: str, dtype: torch.dtype = torch.float32) -> SDComp
 
 
 def load_dino(model: str | None = None) -> tuple[Any, Any]:
-    """Load a ``transformers.Dinov2Model`` and its image processor (PIL backend, SPEC 13).
+    """Load a ``transformers.Dinov2Model`` and its image processor (PIL backend, docs/design.md §4.5).
 
     Args:
         model: local directory or hub id; ``facebook/dinov2-base`` when ``None``.
@@ -126,7 +126,7 @@ def load_dino(model: str | None = None) -> tuple[Any, Any]:
         raise _not_found("DINOv2", model, FileNotFoundError("no such directory"), DEFAULT_DINO_MODEL, None)
     try:
         dino, info = Dinov2Model.from_pretrained(model, output_loading_info=True)
-        # The PIL backend reproduces the processor the official code used (SPEC 2).
+        # The PIL backend reproduces the processor the official code used (docs/design.md §4.5).
         processor = AutoImageProcessor.from_pretrained(model, backend="pil")
     except (OSError, ValueError) as err:
         raise _not_found("DINOv2", model, err, DEFAULT_DINO_MODEL, None) from err

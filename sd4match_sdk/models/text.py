@@ -1,4 +1,4 @@
-"""Prompts through the frozen CLIP text encoder (SPEC 1, "Prompt route").
+"""Prompts through the frozen CLIP text encoder (docs/design.md §4.1).
 
 A learned prompt is a sequence of *token-level* embeddings (token + position embedding already
 added), shape ``(B, 77, D)``. It goes through the encoder layers with a causal mask and the final
@@ -93,7 +93,7 @@ def token_embeddings_for_text(tokenizer: Any, text_encoder: nn.Module, texts: li
 def special_token_embeddings(tokenizer: Any, text_encoder: nn.Module, length: int = 77) -> tuple[Tensor, Tensor]:
     """SOS + position 0 and EOS + position ``length-1`` embeddings, each ``(1, 1, D)``.
 
-    These frame every learned prompt: ``[SOS | 75 learned | EOS]`` (SPEC 1).
+    These frame every learned prompt: ``[SOS | 75 learned | EOS]`` (docs/design.md §4.2).
     """
     tm = text_transformer(text_encoder)
     emb = tm.embeddings

@@ -1,4 +1,4 @@
-"""The SD UNet truncated after ``up_blocks[1]`` (SPEC 13, "Truncation").
+"""The SD UNet truncated after ``up_blocks[1]`` (docs/design.md §3.5, §13.4).
 
 SD4Match reads the output of ``up_blocks[1]`` (after its upsampler): 1280 x 48 x 48 at 768 px.
 Nothing after that block changes it, so up-blocks 2-3, ``conv_norm_out`` and ``conv_out`` never

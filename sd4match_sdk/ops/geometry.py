@@ -1,6 +1,6 @@
 """Coordinate maps between an original image, the square model frame and the feature grid.
 
-Conventions (SPEC 4 and 13). Points are ``(x, y)`` in the last dimension.
+Conventions (docs/design.md §6; the public API speaks original pixels, §13.5). Points are ``(x, y)`` in the last dimension.
 
 * original pixels -> frame: the image is resized anisotropically to ``frame x frame``, so
   ``x_f = x * frame / W`` and ``y_f = y * frame / H`` (as the official datasets scale keypoints).

@@ -1,9 +1,9 @@
-"""The SD4Match training loss: Gaussian-smoothed cross-entropy on the similarity map (SPEC 3).
+"""The SD4Match training loss: Gaussian-smoothed cross-entropy on the similarity map (docs/design.md §8.1, §8.2).
 
 For one pair and each of its keypoints:
 
 1. the query descriptor is bilinearly sampled from the *raw* source map and L2-normalised; the
-   target map is L2-normalised per cell (SPEC 4, "Order of normalisation");
+   target map is L2-normalised per cell (docs/design.md §5.1);
 2. ``P = softmax(cos / beta)`` over all target cells (beta = 0.04);
 3. the label is a 7x7 grid of taps at integer offsets ``d`` around the continuous target point,
    weighted by ``w(d) = exp(-|d|^2 / (2 sigma^2)) / (2 pi sigma^2)`` with sigma = 1.5 cells and

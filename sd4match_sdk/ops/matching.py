@@ -1,6 +1,6 @@
-"""Matching on feature grids: descriptors, cosine maps and (kernel) soft-argmax (SPEC 4).
+"""Matching on feature grids: descriptors, cosine maps and (kernel) soft-argmax (docs/design.md §5).
 
-Order of normalisation (SPEC 4): the query descriptor is bilinearly sampled from the *raw*
+Order of normalisation (docs/design.md §5.1): the query descriptor is bilinearly sampled from the *raw*
 source map and normalised afterwards; the target map is normalised per cell. Normalising the
 source map before sampling gives different matches at off-grid points.
 
@@ -89,7 +89,7 @@ def _expectation(prob: Tensor, h: int, w: int) -> Tensor:
 
 
 def kernel_soft_argmax(sim: Tensor, sigma: float = 7.0, beta: float = 0.04) -> tuple[Tensor, Tensor]:
-    """Kernel-Soft-Argmax (the paper's "Kernel-Softmax", SPEC 4).
+    """Kernel-Soft-Argmax (the paper's "Kernel-Softmax", docs/design.md §5.3).
 
     ``m = argmax S``; ``S' = S * exp(-||p - m||^2 / (2 sigma^2))`` (the Gaussian multiplies the raw
     cosine); ``P = softmax(S' / beta)`` over all cells; the match is ``sum P * p``.

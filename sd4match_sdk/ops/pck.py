@@ -1,4 +1,4 @@
-"""Percentage of Correct Keypoints (SPEC 5).
+"""Percentage of Correct Keypoints (docs/design.md §9).
 
 A keypoint is correct when ``||pred - gt||_2 <= alpha * threshold`` (both in the model frame).
 The threshold depends on the benchmark (:class:`ThresholdKind`, :func:`pck_threshold`).
@@ -32,7 +32,7 @@ DEFAULT_ALPHAS = (0.05, 0.1, 0.15)
 
 
 class ThresholdKind(StrEnum):
-    """How a benchmark's PCK threshold is measured (SPEC 5)."""
+    """How a benchmark's PCK threshold is measured (docs/design.md §9.2)."""
 
     BBOX = "bbox"  # SPair-71k: max(w, h) of the target box
     IMAGE = "image"  # PF-Pascal: max(H, W) of the resized target image, i.e. the frame

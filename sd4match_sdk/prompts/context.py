@@ -1,4 +1,4 @@
-"""Prompts as UNet cross-attention contexts, through the frozen CLIP text encoder (SPEC 1, 2).
+"""Prompts as UNet cross-attention contexts, through the frozen CLIP text encoder (docs/design.md §4.1, §4.4).
 
 Fixed contexts (text, single, class) are computed once per category and cached; the CPM context
 is built per pair from the DINOv2 tokens of both images.

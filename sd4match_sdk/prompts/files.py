@@ -5,7 +5,7 @@
   ``token_embeds`` (single), ``token_embeds.<category>`` (class) or ``cpm.<param>`` (CPM).
 * official: ``caption.pt`` = dict name -> (1, 77, D) token embeddings (one entry, key
   ``dataset``, is Single; several are Class), ``ckpt.pt`` = CPM state dict. Always read with
-  ``torch.load(weights_only=True)``: a prompt file never runs code (SPEC 13).
+  ``torch.load(weights_only=True)``: a prompt file never runs code (docs/design.md §11, §13.8).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Trainable prompts: Single, Class and CPM (SPEC 1, 2).
+"""Trainable prompts: Single, Class and CPM (docs/design.md §4.3, §4.4).
 
 Each module produces the 77 token-level embeddings ``[SOS+pos0 | 75 learned | EOS+pos76]`` of a
 pair; they go through the frozen CLIP text encoder (gradients flow through it) into the UNet.
 The frozen SOS/EOS embeddings are buffers taken from the text encoder; only the learned part is a
 parameter.
 
-Initialisation (SPEC 1): Single/Class draw 75 vocabulary ids uniformly, pass ``[SOS, ids, EOS]``
+Initialisation (docs/design.md §4.3): Single/Class draw 75 vocabulary ids uniformly, pass ``[SOS, ids, EOS]``
 through the text embedding layer (token + *position* embeddings) and keep slice ``1:76``; the
 CPM starts as :class:`~sd4match_sdk.models.cpm.ConditionalPromptModule` does (U[0, 1) and
 PyTorch's default linear init). Every draw comes from ``seed``, never from the global RNG.

@@ -1,4 +1,4 @@
-"""What a prompt is, independent of any model or device: its kind and its tensors (SPEC 2).
+"""What a prompt is, independent of any model or device: its kind and its tensors (docs/design.md §4).
 
 Kinds: a **text** prompt (``None`` means the empty string; ``"a photo of a {category}"`` is
 filled per pair), a learned **single** prompt, a learned **class** prompt (one per category),

@@ -1,4 +1,4 @@
-"""Prompt tuning (Single, Class, CPM) on SPair-71k and PF-Pascal (SPEC 3, 13).
+"""Prompt tuning (Single, Class, CPM) on SPair-71k and PF-Pascal (docs/design.md §8).
 
 >>> from sd4match_sdk.training import Trainer, load_train_config  # doctest: +SKIP
 >>> cfg = load_train_config("training/configs/single_spair.toml", root="data/SPair-71k")  # doctest: +SKIP

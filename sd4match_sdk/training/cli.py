@@ -1,4 +1,4 @@
-"""``sd4match-train``: tune a Single, Class or CPM prompt (SPEC 3).
+"""``sd4match-train``: tune a Single, Class or CPM prompt (docs/design.md §8).
 
 Example (the paper's SD4Match-CPM on SPair-71k)::
 

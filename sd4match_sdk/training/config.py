@@ -1,6 +1,6 @@
 """Training configuration: one frozen dataclass, read from a TOML file plus ``key=value`` overrides.
 
-The defaults are the faithful settings of SPEC 3 and 13: t = 261, ensemble 1, Adam with a
+The defaults are the faithful settings (docs/design.md §8, §13.3): t = 261, ensemble 1, Adam with a
 constant lr of 1e-2 (1e-3 for the CPM's linear layers g_d and g_n), batch 9 with the gradient
 averaged over all 9 pairs, validation by nearest-neighbour PCK@0.1 on the val split once per
 epoch. ``training/configs/`` holds one file per paper setting.

@@ -1,4 +1,4 @@
-"""DINOv2 patch tokens for the CPM, computed once per (image, flip) and reused (SPEC 2).
+"""DINOv2 patch tokens for the CPM, computed once per (image, flip) and reused (docs/design.md §4.5).
 
 DINOv2 is frozen, so an image's tokens never change during training; the official code
 precomputes them offline (``pre_compute_dino_feature.py``). Here they are computed on first use,

@@ -1,4 +1,4 @@
-"""Prompt tuning for SD4Match: Single, Class and CPM (SPEC 3, 13).
+"""Prompt tuning for SD4Match: Single, Class and CPM (docs/design.md §8, §13.12).
 
 One optimiser step:
 
@@ -11,7 +11,7 @@ One optimiser step:
    context; under fp16/bf16 autocast on CUDA;
 3. loss per pair (:func:`~sd4match_sdk.ops.loss.pair_loss`), summed and divided by the step's
    number of pairs before ``backward``, so the accumulated gradient is the mean over the whole
-   batch (the paper's batch 9; the official scripts probably stepped at an effective 3, SPEC 3);
+   batch (the paper's batch 9; the official scripts probably stepped at an effective 3, docs/design.md §8.4);
 4. one Adam step (constant lr; the fp16 grad scaler skips steps with non-finite gradients).
 
 Every ``val_every`` steps (default: once per epoch) the current prompt is scored on the val split

@@ -1,4 +1,4 @@
-"""Model selection during training: the current prompt's NN-PCK on the val split (SPEC 3).
+"""Model selection during training: the current prompt's NN-PCK on the val split (docs/design.md §8.5).
 
 The official rule: after every epoch, score the val split with nearest-neighbour matching at the
 training timestep (t = 261) and one noise draw per image, and keep the best prompt.

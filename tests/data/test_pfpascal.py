@@ -1,4 +1,4 @@
-"""PF-Pascal in its native layout, on a tree built from the real pair csvs: values by hand (SPEC 6)."""
+"""PF-Pascal in its native layout, on a tree built from the real pair csvs: values by hand (docs/design.md §10.3)."""
 
 from __future__ import annotations
 

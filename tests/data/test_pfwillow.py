@@ -1,4 +1,4 @@
-"""PF-Willow in its native layout: values computed by hand from the fixture files (SPEC 6)."""
+"""PF-Willow in its native layout: values computed by hand from the fixture files (docs/design.md §10.4)."""
 
 from __future__ import annotations
 

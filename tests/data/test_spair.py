@@ -1,4 +1,4 @@
-"""SPair-71k in its native layout: values computed by hand from the fixture files (SPEC 6)."""
+"""SPair-71k in its native layout: values computed by hand from the fixture files (docs/design.md §10.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""An engine directory: its manifest's content, the round trip, and the refusals before it runs (SPEC 13)."""
+"""An engine directory: its manifest's content, the round trip, and the refusals before it runs (docs/design.md §13.10)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class TestContent:
         )
         assert data["latent_shape"] == [4, 32, 32] and data["feature_shape"] == [64, 16, 16]
         assert data["scaling_factor"] == pytest.approx(0.18215)
-        # SPEC 10: t=50 gives add_noise coefficients (0.97549, 0.22005)
+        # docs/design.md §3.3: t=50 gives add_noise coefficients (0.97549, 0.22005)
         assert data["noise_coefficients"] == pytest.approx([0.97549, 0.22005], abs=1e-5)
         for lib in ("torch", "onnx", "onnxruntime", "diffusers", "transformers"):
             assert data["libraries"][lib]

@@ -1,4 +1,4 @@
-"""``sd4match-eval`` end to end on the fixtures, and its errors (SPEC 5)."""
+"""``sd4match-eval`` end to end on the fixtures, and its errors (docs/design.md §9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The evaluation runner: a known answer with a mirror matcher, features once per image, CPM per pair, seeds (SPEC 5)."""
+"""The evaluation runner: a known answer with a mirror matcher, features once per image, CPM per pair, seeds (docs/design.md §9.4, §7.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The fused kernel equals the torch reference (SPEC 4) on every implementation.
+"""The fused kernel equals the torch reference (docs/design.md §5.3) on every implementation.
 
 Each test runs on the ``runner`` fixture: the CPU module, the CUDA module (skipped without a GPU)
 and the CUDA source compiled for the CPU emulation (``kernels/emu``). Known answers computed by

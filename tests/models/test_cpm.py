@@ -1,4 +1,4 @@
-"""The Conditional Prompting Module's pieces: the exportable adaptive max pool and the parameter count (SPEC 2)."""
+"""The Conditional Prompting Module's pieces: the exportable adaptive max pool and the parameter count (docs/design.md §4.4, §4.6)."""
 
 from __future__ import annotations
 
@@ -16,5 +16,5 @@ def test_adaptive_max_pool_equals_pytorch(length: int, out: int) -> None:
 
 
 def test_cpm_parameter_count() -> None:
-    """SPEC 2: 1,767,680 trainable parameters for Pair-DINO-Feat-G25-C50 at SD 2.1 sizes."""
+    """docs/design.md §4.6: 1,767,680 trainable parameters for Pair-DINO-Feat-G25-C50 at SD 2.1 sizes."""
     assert sum(p.numel() for p in ConditionalPromptModule().parameters()) == 1_767_680

@@ -1,4 +1,4 @@
-"""Feature extraction: VAE posterior sample, add_noise coefficients, ensemble mean (SPEC 1)."""
+"""Feature extraction: VAE posterior sample, add_noise coefficients, ensemble mean (docs/design.md §3)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sd4match_sdk.models.features import SDFeatureExtractor
 
 @pytest.mark.parametrize("t, coeffs", [(261, (0.80973, 0.58680)), (50, (0.97549, 0.22005)), (100, (0.94563, 0.32523))])
 def test_add_noise_coefficients(sd_components, t: int, coeffs: tuple[float, float]) -> None:
-    """SPEC 10: sqrt(abar_t) and sqrt(1 - abar_t) of SD's scaled-linear schedule."""
+    """docs/design.md §3.3: sqrt(abar_t) and sqrt(1 - abar_t) of SD's scaled-linear schedule."""
     z, eps = torch.ones(1, 1), torch.zeros(1, 1)
     a = sd_components.scheduler.add_noise(z, eps, torch.tensor([t])).item()
     b = sd_components.scheduler.add_noise(eps, z, torch.tensor([t])).item()

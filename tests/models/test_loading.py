@@ -1,4 +1,4 @@
-"""Weights load completely or not at all (SPEC 13)."""
+"""Weights load completely or not at all (docs/design.md §13.2)."""
 
 from __future__ import annotations
 

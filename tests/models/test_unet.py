@@ -1,4 +1,4 @@
-"""The UNet truncated after up_blocks[1] equals the full UNet's block output and runs nothing after it (SPEC 13)."""
+"""The UNet truncated after up_blocks[1] equals the full UNet's block output and runs nothing after it (docs/design.md §13.4)."""
 
 from __future__ import annotations
 

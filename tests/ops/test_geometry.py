@@ -1,4 +1,4 @@
-"""Coordinate maps between original pixels, the 768 frame and the 48x48 grid (SPEC 4, 13)."""
+"""Coordinate maps between original pixels, the 768 frame and the 48x48 grid (docs/design.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Known answers for the training loss (SPEC 3; normalisation order of SPEC 4)."""
+"""Known answers for the training loss (docs/design.md §8.1, §8.2; normalisation order §5.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Known-answer tests of the pure matching functions (SPEC 4)."""
+"""Known-answer tests of the pure matching functions (docs/design.md §5)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from sd4match_sdk.ops.matching import (
 
 
 def _numpy_kernel_soft_argmax(sim: np.ndarray, sigma: float, beta: float) -> tuple[np.ndarray, float]:
-    """Straight transcription of SPEC 4 for one (H, W) map, in float64."""
+    """Straight transcription of docs/design.md §5.3 for one (H, W) map, in float64."""
     h, w = sim.shape
     my, mx = np.unravel_index(np.argmax(sim), sim.shape)
     ys, xs = np.mgrid[0:h, 0:w]
@@ -108,7 +108,7 @@ class TestSampling:
 
 
 class TestNormalisationOrder:
-    """SPEC 4: sample from the raw map, then normalise; the target is normalised per cell."""
+    """docs/design.md §5.1: sample from the raw map, then normalise; the target is normalised per cell."""
 
     def test_sample_then_normalise(self) -> None:
         torch.manual_seed(1)

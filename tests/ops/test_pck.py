@@ -1,4 +1,4 @@
-"""Known answers for PCK (SPEC 5): per-pair fractions, mean over pairs, per-category means."""
+"""Known answers for PCK (docs/design.md §9): per-pair fractions, mean over pairs, per-category means."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prompt contexts through the frozen CLIP text encoder: the token route equals CLIP's own forward pass (SPEC 1)."""
+"""Prompt contexts through the frozen CLIP text encoder: the token route equals CLIP's own forward pass (docs/design.md §4.1)."""
 
 from __future__ import annotations
 

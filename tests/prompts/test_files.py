@@ -1,4 +1,4 @@
-"""Prompt files: the official caption.pt / ckpt.pt formats and ours, read without running code (SPEC 2, 13)."""
+"""Prompt files: the official caption.pt / ckpt.pt formats and ours, read without running code (docs/design.md §11, §13.8)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from sd4match_sdk.prompts import PromptContexts, PromptKind, PromptWeights, load
 
 
 def _official_cpm_formula(module: ConditionalPromptModule, f_src: torch.Tensor, f_trg: torch.Tensor) -> torch.Tensor:
-    """SPEC 2, written out with PyTorch's own AdaptiveMaxPool1d."""
+    """docs/design.md §4.4, written out with PyTorch's own AdaptiveMaxPool1d."""
     x = module.linear_C(torch.cat([f_src, f_trg], dim=2))
     x = module.linear_N(x.permute(0, 2, 1)).permute(0, 2, 1)
     x = nn.AdaptiveMaxPool1d(module.config.cond_length)(x.permute(0, 2, 1)).permute(0, 2, 1)

@@ -1,4 +1,4 @@
-"""``sd4match-train`` end to end for every prompt kind, and its errors (SPEC 3)."""
+"""``sd4match-train`` end to end for every prompt kind, and its errors (docs/design.md §8)."""
 
 from __future__ import annotations
 

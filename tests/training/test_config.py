@@ -1,4 +1,4 @@
-"""The six paper configs in training/configs read into the faithful settings (SPEC 3)."""
+"""The six paper configs in training/configs read into the faithful settings (docs/design.md §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Kill-and-resume equality, and the batch gradient being the mean over all its pairs (SPEC 3, 13)."""
+"""Kill-and-resume equality, and the batch gradient being the mean over all its pairs (docs/design.md §13.12)."""
 
 from __future__ import annotations
 
