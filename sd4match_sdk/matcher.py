@@ -20,19 +20,18 @@ from .config import FeatureConfig, MatchConfig, MatchingBackend, MatchMethod, de
 from .engine.directory import is_engine_directory
 from .engine.format import EngineRuntime
 from .engine.runtime import open_engine
-from .errors import ConfigError, PointsError
+from .errors import ConfigError
 from .features import FeatureBackend, TorchFeatureBackend
 from .images import ImageInput, load_image
 from .kernels import match_function
 from .models.loading import load_dino, load_sd_components
 from .noise import ImageNoise, draw_image_noise, make_generator
-from .ops.geometry import frame_to_grid, frame_to_pixels, grid_to_frame, pixels_to_frame, points_outside
+from .ops.geometry import frame_to_grid, frame_to_pixels, grid_to_frame, pixels_to_frame
+from .points import PointsInput, check_points
 from .prompts import PromptKind, PromptWeights, load_prompt
 
 __all__ = ["Matcher", "MatchResult", "ImageFeatures", "PointsInput", "Pair"]
 
-#: Query points: an ``(N, 2)`` array-like of ``(x, y)`` pixel coordinates.
-PointsInput = Any
 #: One pair for :meth:`Matcher.match_batch`: ``(source, target, points)`` or with a category.
 Pair = Sequence[Any]
 
@@ -55,6 +54,12 @@ class MatchResult:
     def __len__(self) -> int:
         return len(self.points)
 
+    @classmethod
+    def empty(cls) -> MatchResult:
+        """The result of no query points."""
+        none = np.zeros((0, 2), np.float32)
+        return cls(none, np.zeros(0, np.float32), none)
+
     def to_dict(self) -> dict[str, list]:
         """JSON-friendly ``{"query": [[x, y], ...], "points": [...], "scores": [...]}``."""
         return {"query": self.query.tolist(), "points": self.points.tolist(), "scores": self.scores.tolist()}
@@ -75,36 +80,8 @@ class ImageFeatures:
     category: str | None = None
 
 
-def _empty_result() -> MatchResult:
-    empty = np.zeros((0, 2), np.float32)
-    return MatchResult(empty, np.zeros(0, np.float32), empty)
-
-
 def _default_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
-
-
-def _as_points(points: PointsInput, size_wh: tuple[int, int], what: str = "source") -> Tensor:
-    """Validate query points against an image; ``(N, 2)`` float32 tensor."""
-    try:
-        array = np.asarray(points.detach().cpu() if isinstance(points, Tensor) else points, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise PointsError(f"{what} points must be an (N, 2) array of numbers (x, y)") from None
-    if array.size == 0:
-        return torch.zeros(0, 2)
-    if array.ndim != 2 or array.shape[1] != 2:
-        raise PointsError(f"{what} points must have shape (N, 2) as (x, y); got {array.shape}")
-    pts = torch.from_numpy(array).float()
-    bad = points_outside(pts, size_wh).nonzero().flatten().tolist()
-    if bad:
-        w, h = size_wh
-        shown = ", ".join(f"{i}: ({array[i, 0]:.6g}, {array[i, 1]:.6g})" for i in bad[:5])
-        raise PointsError(
-            f"{len(bad)} {what} point(s) are NaN/inf or outside the image (0 <= x < {w}, 0 <= y < {h}): "
-            f"indices {bad[:20]}{' ...' if len(bad) > 20 else ''} [{shown}]; drop or clamp them",
-            indices=bad,
-        )
-    return pts
 
 
 class Matcher:
@@ -241,13 +218,47 @@ class Matcher:
 
         The noise is drawn as for a pair's source image: ``eps_vae``, then the E noise maps.
         """
+        return self.features_batch([image], [category], generators=[make_generator(seed, generator)])[0]
+
+    def features_batch(
+        self,
+        images: Sequence[ImageInput],
+        categories: Sequence[str | None] | None = None,
+        seed: int | None = None,
+        generators: Sequence[torch.Generator | None] | None = None,
+    ) -> list[ImageFeatures]:
+        """Raw features of several images in one batch (not for CPM prompts).
+
+        Gives the features of ``[m.features(img, c, seed=seed) ...]`` (within float rounding):
+        each image draws its noise from its own generator, seeded with ``seed`` or given in
+        ``generators``.
+
+        Args:
+            images: the images.
+            categories: one per image (class prompts and ``{category}`` texts), default ``None``.
+            seed: seed of every image's generator (global RNG when ``None`` and no generators).
+            generators: one CPU generator per image, instead of ``seed``.
+        """
         if self.prompt_kind is PromptKind.CPM:
             raise ConfigError("CPM features depend on both images of a pair; use match() or match_batch()")
-        rgb = load_image(image)
-        self.backend.check_category(category)
-        noise = self.draw_noise(make_generator(seed, generator))
-        feats = self.backend.extract_images([rgb], [category], [noise])
-        return ImageFeatures(feats, (rgb.shape[1], rgb.shape[0]), category)
+        categories = list(categories) if categories is not None else [None] * len(images)
+        generators = list(generators) if generators is not None else [make_generator(seed) for _ in images]
+        if not len(images) == len(categories) == len(generators):
+            raise ConfigError(
+                f"features_batch needs one category and one generator per image: got {len(images)} images, "
+                f"{len(categories)} categories, {len(generators)} generators"
+            )
+        rgbs = [load_image(image) for image in images]
+        for category in categories:
+            self.backend.check_category(category)
+        if not rgbs:
+            return []
+        noises = [self.draw_noise(generator) for generator in generators]
+        feats = self.backend.extract_images(rgbs, categories, noises)
+        return [
+            ImageFeatures(feats[i : i + 1], (rgb.shape[1], rgb.shape[0]), category)
+            for i, (rgb, category) in enumerate(zip(rgbs, categories))
+        ]
 
     # ------------------------------------------------------------------ matching
 
@@ -259,13 +270,13 @@ class Matcher:
             target: features of the target image.
             points: ``(N, 2)`` ``(x, y)`` pixels of the source image.
         """
-        query = _as_points(points, source.size)
+        query = check_points(points, source.size)
         return self._match(source.features, target.features, query, source.size, target.size)
 
     def _match(self, feat0: Tensor, feat1: Tensor, query: Tensor, size0: tuple[int, int], size1: tuple[int, int]) -> MatchResult:
         frame = self.feature_config.image_size
         if query.shape[0] == 0:
-            return _empty_result()
+            return MatchResult.empty()
         grid0, grid1 = tuple(feat0.shape[-2:]), tuple(feat1.shape[-2:])
         q = frame_to_grid(pixels_to_frame(query, size0, frame), frame, grid0)  # type: ignore[arg-type]
         coords, scores = self._match_fn(feat0, feat1, q[None].to(feat0.device), self.match_config)
@@ -299,35 +310,47 @@ class Matcher:
         """
         return self._match_pairs([(source, target, points, category)], [make_generator(seed, generator)])[0]
 
-    def match_batch(self, pairs: Sequence[Pair], category: str | None = None, seed: int | None = None) -> list[MatchResult]:
+    def match_batch(
+        self,
+        pairs: Sequence[Pair],
+        category: str | None = None,
+        seed: int | None = None,
+        generators: Sequence[torch.Generator | None] | None = None,
+    ) -> list[MatchResult]:
         """Match several pairs with one UNet batch.
 
-        Gives the same answers as ``[m.match(*p, seed=seed) for p in pairs]``: each pair draws its
-        noise from its own generator seeded with ``seed``.
+        Gives the same answers as ``[m.match(*p, seed=seed) for p in pairs]`` (within float
+        rounding): each pair draws its noise from its own generator, seeded with ``seed`` or
+        given in ``generators``.
 
         Args:
             pairs: ``(source, target, points)`` or ``(source, target, points, category)`` tuples.
             category: default category for pairs that give none.
-            seed: seed of every pair's generator (global RNG when ``None``).
+            seed: seed of every pair's generator (global RNG when ``None`` and no generators).
+            generators: one CPU generator per pair, instead of ``seed``.
         """
         items = []
         for i, pair in enumerate(pairs):
             if not 3 <= len(pair) <= 4:
                 raise ConfigError(f"pair {i} must be (source, target, points[, category]); got {len(pair)} items")
             items.append((pair[0], pair[1], pair[2], pair[3] if len(pair) == 4 else category))
-        return self._match_pairs(items, [make_generator(seed) for _ in items])
+        if generators is None:
+            generators = [make_generator(seed) for _ in items]
+        elif len(generators) != len(items):
+            raise ConfigError(f"match_batch needs one generator per pair: got {len(items)} pairs, {len(generators)} generators")
+        return self._match_pairs(items, list(generators))
 
     def _match_pairs(self, items: list[tuple[Any, Any, Any, str | None]], generators: list) -> list[MatchResult]:
         sources, targets, queries = [], [], []
         for source, target, points, category in items:
             rgb0, rgb1 = load_image(source), load_image(target)
-            queries.append(_as_points(points, (rgb0.shape[1], rgb0.shape[0])))
+            queries.append(check_points(points, (rgb0.shape[1], rgb0.shape[0])))
             self.backend.check_category(category)
             sources.append(rgb0)
             targets.append(rgb1)
         size = lambda img: (img.shape[1], img.shape[0])  # noqa: E731
         active = [i for i, q in enumerate(queries) if q.shape[0] > 0]  # empty queries need no model run
-        results = [_empty_result() for _ in items]
+        results = [MatchResult.empty() for _ in items]
         if not active:
             return results
         noises = []

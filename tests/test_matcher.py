@@ -73,6 +73,30 @@ def test_match_batch_equals_single_calls(matcher256: Matcher, demo_pair) -> None
         np.testing.assert_allclose(got.scores, single.scores, atol=1e-4)
 
 
+def test_match_batch_with_one_generator_per_pair(matcher256: Matcher, demo_pair) -> None:
+    src, trg = demo_pair
+    pairs = [(src, trg, POINTS), (trg, src, [[10.0, 20.0]])]
+    batched = matcher256.match_batch(pairs, generators=[torch.Generator().manual_seed(s) for s in (4, 5)])
+    for pair, s, got in zip(pairs, (4, 5), batched):
+        np.testing.assert_allclose(got.points, matcher256.match(*pair, seed=s).points, atol=1e-3)
+    with pytest.raises(ConfigError, match="one generator per pair"):
+        matcher256.match_batch(pairs, generators=[None])
+
+
+def test_features_batch_equals_single_images(matcher256: Matcher, demo_pair) -> None:
+    seeds = (7, 8, 7)
+    images = [demo_pair[0], demo_pair[1], demo_pair[0]]
+    batched = matcher256.features_batch(images, generators=[torch.Generator().manual_seed(s) for s in seeds])
+    assert [f.size for f in batched] == [(1100, 1099), (965, 964), (1100, 1099)]
+    for image, s, got in zip(images, seeds, batched):
+        single = matcher256.features(image, seed=s)
+        torch.testing.assert_close(got.features, single.features, atol=1e-4, rtol=1e-4)  # batch of 3 vs 1: float rounding
+    torch.testing.assert_close(batched[0].features, batched[2].features)  # same image, same seed
+    assert matcher256.features_batch([]) == []
+    with pytest.raises(ConfigError, match="one category and one generator per image"):
+        matcher256.features_batch(images, categories=[None])
+
+
 def test_features_reuse_equals_match(matcher256: Matcher, demo_pair) -> None:
     g = torch.Generator().manual_seed(21)
     fa = matcher256.features(demo_pair[0], generator=g)
