@@ -14,7 +14,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "default_dtype", "main"]
+
+
+def default_dtype(engine: str) -> str:
+    """The UNet precision when ``--dtype`` is not given: fp16 for TensorRT plans (the GPU engine,
+    as the official fp16 autocast), fp32 for ONNX (the exact reference engine)."""
+    return "fp16" if engine == "trt" else "fp32"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,9 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--dtype",
-        default="fp32",
+        default=None,
         choices=["fp32", "fp16"],
-        help="UNet precision (attention softmax and norms stay fp32; the VAE and prompt network stay fp32)",
+        help="UNet precision (attention softmax and norms stay fp32; the VAE and prompt network stay fp32); "
+        "default fp16 for --engine trt, fp32 for --engine onnx",
     )
     parser.add_argument(
         "--max-batch", type=int, default=16, help="largest image batch per call (TensorRT profile maximum; default 16)"
@@ -106,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out,
             prompt=args.prompt,
             engine=args.engine,
-            dtype=args.dtype,
+            dtype=args.dtype or default_dtype(args.engine),
             max_batch=args.max_batch,
             opt_batch=args.opt_batch,
             opset=args.opset,

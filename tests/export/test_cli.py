@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sd4match_sdk.export.cli import build_parser, main
+from sd4match_sdk.export.cli import build_parser, default_dtype, main
 
 
 def test_cli_writes_an_engine(engine_single):
@@ -45,7 +45,7 @@ def test_bad_options(tmp_path, export_tiny_sd, capsys):
 def test_parser_choices():
     parser = build_parser()
     args = parser.parse_args(["--out", "d"])
-    assert (args.engine, args.dtype, args.max_batch, args.opset, args.image_size, args.timestep, args.ensemble) == (
+    assert (args.engine, default_dtype(args.engine), args.max_batch, args.opset, args.image_size, args.timestep, args.ensemble) == (
         "onnx",
         "fp32",
         16,
@@ -54,5 +54,7 @@ def test_parser_choices():
         50,
         8,
     )
+    assert args.dtype is None and default_dtype("trt") == "fp16"  # TensorRT plans default to fp16
+    assert parser.parse_args(["--out", "d", "--engine", "trt", "--dtype", "fp32"]).dtype == "fp32"
     with pytest.raises(SystemExit):
         parser.parse_args(["--out", "d", "--engine", "openvino"])
