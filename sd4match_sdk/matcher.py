@@ -4,12 +4,17 @@ A match runs, per pair: resize both images to the model frame, draw the noise (d
 §7.2), build the prompt context (fixed, per category, or from DINOv2 for CPM), extract
 raw SD features for both images in one UNet batch, and read the matches off the cosine map with
 Kernel-Soft-Argmax. Points go in and come out in the original images' pixels.
+
+Many pairs (or images) run in device batches of at most the backend's memory budget; the host
+work of the next batch (decoding, resizing, noise, pinned copies) runs on a worker thread while
+the device runs the current one (docs/design.md §13.17).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,7 +27,10 @@ from .engine.format import EngineRuntime
 from .engine.runtime import open_engine
 from .errors import ConfigError
 from .features import FeatureBackend, TorchFeatureBackend
-from .images import ImageInput, load_image
+from .features.compiled import CompileMode
+from .features.pipeline import chunks, prefetched, prepare_images, prepare_pairs
+from .features.precision import resolve_precision
+from .images import ImageInput
 from .kernels import match_function
 from .models.loading import load_dino, load_sd_components
 from .noise import ImageNoise, draw_image_noise, make_generator
@@ -80,10 +88,6 @@ class ImageFeatures:
     category: str | None = None
 
 
-def _default_dtype(device: torch.device) -> torch.dtype:
-    return torch.float16 if device.type == "cuda" else torch.float32
-
-
 class Matcher:
     """SD4Match keypoint matcher.
 
@@ -130,6 +134,9 @@ class Matcher:
         beta: float = 0.04,
         matching_backend: str | MatchingBackend = MatchingBackend.AUTO,
         engine_runtime: str | EngineRuntime = EngineRuntime.AUTO,
+        vae_dtype: torch.dtype | None = None,
+        compile: bool | str | CompileMode = False,
+        memory_budget: int | None = None,
     ) -> Matcher:
         """Load SD 2.1 (and DINOv2 for CPM prompts) and a prompt, or an exported engine.
 
@@ -143,7 +150,6 @@ class Matcher:
             dino: DINOv2 directory or hub id for CPM prompts (``facebook/dinov2-base`` if ``None``).
             device: ``"cpu"``, ``"cuda"``, ...
             dtype: UNet/text-encoder dtype; float16 on CUDA and float32 on CPU when ``None``.
-                The VAE encoder always runs in float32.
             timestep: diffusion timestep t (50, the released testing setting).
             ensemble: noise draws averaged per image (8).
             image_size: side of the square model frame (768).
@@ -155,6 +161,13 @@ class Matcher:
                 plans, else ONNX Runtime), ``"onnxruntime"`` or ``"tensorrt"``. An engine's image
                 size, timestep, ensemble and dtype come from its manifest (the arguments above
                 are ignored for engines).
+            vae_dtype: VAE-encoder dtype; float16 on CUDA (as the official autocast) and float32
+                on CPU when ``None``; ``torch.float32`` keeps it exact (docs/design.md §13.15).
+            compile: ``True`` (or ``"default"``, ``"max-autotune"``) compiles the VAE encoder and
+                the truncated UNet with ``torch.compile``, CUDA graphs on CUDA; the first call of
+                each batch size compiles (docs/performance.md, docs/design.md §13.16).
+            memory_budget: bytes one device batch may use; ``None``: half of the free memory
+                (docs/design.md §13.17).
 
         Raises:
             ModelNotFoundError: weights cannot be found; WeightsError: they load incompletely;
@@ -167,7 +180,8 @@ class Matcher:
             backend: FeatureBackend = _open_engine_backend(model, prompt, device, engine_runtime)
         else:
             feature_config = FeatureConfig(image_size=image_size, timestep=timestep, ensemble=ensemble)
-            backend = _load_torch_backend(model, prompt, dino, device, dtype, feature_config)
+            options = dict(vae_dtype=vae_dtype, compile=compile, memory_budget=memory_budget)
+            backend = _load_torch_backend(model, prompt, dino, device, dtype, feature_config, **options)
         return cls(backend, match_config, matching_backend)
 
     @property
@@ -248,17 +262,19 @@ class Matcher:
                 f"features_batch needs one category and one generator per image: got {len(images)} images, "
                 f"{len(categories)} categories, {len(generators)} generators"
             )
-        rgbs = [load_image(image) for image in images]
         for category in categories:
             self.backend.check_category(category)
-        if not rgbs:
-            return []
-        noises = [self.draw_noise(generator) for generator in generators]
-        feats = self.backend.extract_images(rgbs, categories, noises)
-        return [
-            ImageFeatures(feats[i : i + 1], (rgb.shape[1], rgb.shape[0]), category)
-            for i, (rgb, category) in enumerate(zip(rgbs, categories))
-        ]
+        out: list[ImageFeatures] = []
+        for chunk in prefetched(self._tasks(prepare_images, list(images), categories, generators, self.draw_noise)):
+            feats = self.backend.extract_prepared(chunk.inputs)
+            out += [ImageFeatures(feats[k : k + 1], size, categories[i]) for k, (i, size) in enumerate(zip(chunk.indices, chunk.sizes))]
+        return out
+
+    def _tasks(self, prepare: Any, requests: list, categories: list, generators: list, draw: Any) -> list:
+        """One host-preparation task per device batch, each holding as many requests as the memory budget allows."""
+        per_request = 2 if prepare is prepare_pairs else 1
+        size = max(1, self.backend.max_batch_images() // per_request)
+        return [partial(prepare, self.backend, draw, requests, categories, generators, c) for c in chunks(len(requests), size)]
 
     # ------------------------------------------------------------------ matching
 
@@ -317,7 +333,7 @@ class Matcher:
         seed: int | None = None,
         generators: Sequence[torch.Generator | None] | None = None,
     ) -> list[MatchResult]:
-        """Match several pairs with one UNet batch.
+        """Match several pairs in as few device batches as the memory budget allows.
 
         Gives the same answers as ``[m.match(*p, seed=seed) for p in pairs]`` (within float
         rounding): each pair draws its noise from its own generator, seeded with ``seed`` or
@@ -341,27 +357,17 @@ class Matcher:
         return self._match_pairs(items, list(generators))
 
     def _match_pairs(self, items: list[tuple[Any, Any, Any, str | None]], generators: list) -> list[MatchResult]:
-        sources, targets, queries = [], [], []
-        for source, target, points, category in items:
-            rgb0, rgb1 = load_image(source), load_image(target)
-            queries.append(check_points(points, (rgb0.shape[1], rgb0.shape[0])))
+        """Match the pairs in device batches, preparing the next batch while the current one runs."""
+        categories = [item[3] for item in items]
+        for category in categories:
             self.backend.check_category(category)
-            sources.append(rgb0)
-            targets.append(rgb1)
-        size = lambda img: (img.shape[1], img.shape[0])  # noqa: E731
-        active = [i for i, q in enumerate(queries) if q.shape[0] > 0]  # empty queries need no model run
         results = [MatchResult.empty() for _ in items]
-        if not active:
-            return results
-        noises = []
-        for i in active:
-            noises.append(self._pair_noise(generators[i]))
-        feats = self.backend.extract_pairs(
-            [sources[i] for i in active], [targets[i] for i in active], [items[i][3] for i in active], noises
-        )
-        for k, i in enumerate(active):
-            f0, f1 = feats[2 * k : 2 * k + 1], feats[2 * k + 1 : 2 * k + 2]
-            results[i] = self._match(f0, f1, queries[i], size(sources[i]), size(targets[i]))
+        for chunk in prefetched(self._tasks(prepare_pairs, items, categories, generators, self._pair_noise)):
+            if chunk.inputs is None:  # no pair of this batch has query points
+                continue
+            feats = self.backend.extract_prepared(chunk.inputs)
+            for k, (i, query, (size0, size1)) in enumerate(zip(chunk.indices, chunk.queries, chunk.sizes)):
+                results[i] = self._match(feats[2 * k : 2 * k + 1], feats[2 * k + 1 : 2 * k + 2], query, size0, size1)
         return results
 
 
@@ -382,9 +388,13 @@ def _load_torch_backend(
     device: torch.device,
     dtype: torch.dtype | None,
     feature_config: FeatureConfig,
+    vae_dtype: torch.dtype | None = None,
+    **options: Any,
 ) -> FeatureBackend:
-    """SD 2.1 (and DINOv2 for a CPM prompt) in PyTorch with ``prompt``."""
+    """SD 2.1 (and DINOv2 for a CPM prompt) in PyTorch with ``prompt``, in the device's precision;
+    ``options`` (``compile``, ``memory_budget``) go to :class:`TorchFeatureBackend`."""
     weights = load_prompt(prompt)
-    components = load_sd_components(model, dtype or _default_dtype(device))
+    precision = resolve_precision(device, dtype, vae_dtype)
+    components = load_sd_components(model, precision.unet)
     dino_parts = load_dino(dino) if weights.kind is PromptKind.CPM else None
-    return TorchFeatureBackend(components, weights, feature_config, device, dino_parts)
+    return TorchFeatureBackend(components, weights, feature_config, device, dino_parts, precision, **options)

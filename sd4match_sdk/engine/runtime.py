@@ -22,7 +22,8 @@ from torch import Tensor
 
 from ..config import FeatureConfig
 from ..errors import ConfigError, EngineError, UnknownCategoryError
-from ..features.batch import ImageBatch, per_image
+from ..features.batch import ImageBatch, PreparedBatch, per_image
+from ..features.budget import BatchBudget
 from ..models.dino import dino_pixels
 from ..noise import ImageNoise
 from ..prompts import PromptKind
@@ -149,16 +150,48 @@ class EngineFeatureBackend:
         (features,) = self._run_chunked(GraphName.UNET, unet_feeds, ["features"])  # runners move inputs to their device
         return features.float()
 
-    def pair_contexts(self, sources: list[np.ndarray], targets: list[np.ndarray]) -> Tensor:
-        """``(P, 77, D)`` CPM contexts of P pairs from the prompt network."""
-        pixels = dino_pixels(self.dino_processor, sources + targets).float()
-        p = len(sources)
+    def _contexts(self, dino: Tensor) -> Tensor:
+        """``(P, 77, D)`` CPM contexts from the prompt network; ``dino`` holds all sources, then all targets."""
+        p = dino.shape[0] // 2
         (context,) = self._run_chunked(
-            GraphName.PROMPT_NET, {"dino_source": pixels[:p], "dino_target": pixels[p:]}, ["context"]
+            GraphName.PROMPT_NET, {"dino_source": dino[:p], "dino_target": dino[p:]}, ["context"]
         )
         return context
 
+    def pair_contexts(self, sources: list[np.ndarray], targets: list[np.ndarray]) -> Tensor:
+        """``(P, 77, D)`` CPM contexts of P pairs from the prompt network."""
+        return self._contexts(dino_pixels(self.dino_processor, sources + targets).float())
+
     # ------------------------------------------------------------------ FeatureBackend
+
+    def max_batch_images(self) -> int:
+        """Images per request batch under half the free memory, sized as the SD 2.1 architecture
+        (its first VAE and UNet widths, 128 and 320); graphs still run in chunks of ``max_batch``."""
+        dtype = torch.float16 if self.manifest.graphs[GraphName.UNET].precision == "fp16" else torch.float32
+        return BatchBudget(self.feature_config, 128, 320, torch.float32, dtype, self.device).images()
+
+    def prepare_pairs(
+        self,
+        sources: list[np.ndarray],
+        targets: list[np.ndarray],
+        categories: list[str | None],
+        noises: list[tuple[ImageNoise, ImageNoise]],
+    ) -> PreparedBatch:
+        batch = ImageBatch.from_pairs(sources, targets, noises, self.feature_config.image_size, categories)
+        needs_dino = self.context_mode is ContextMode.INPUT
+        return PreparedBatch(batch, True, dino_pixels(self.dino_processor, sources + targets).float() if needs_dino else None)
+
+    def prepare_images(
+        self, images: list[np.ndarray], categories: list[str | None], noises: list[ImageNoise]
+    ) -> PreparedBatch:
+        if self.context_mode is ContextMode.INPUT:
+            raise ConfigError("CPM features depend on both images of a pair; use match() or match_batch()")
+        return PreparedBatch(ImageBatch.from_images(images, noises, self.feature_config.image_size, categories), False)
+
+    def extract_prepared(self, prepared: PreparedBatch) -> Tensor:
+        needs_context = self.context_mode is ContextMode.INPUT
+        contexts = per_image(self._contexts(prepared.dino_pixels)) if needs_context else None  # type: ignore[arg-type]
+        return self._features(prepared.images, contexts)
 
     def extract_pairs(
         self,
@@ -167,16 +200,12 @@ class EngineFeatureBackend:
         categories: list[str | None],
         noises: list[tuple[ImageNoise, ImageNoise]],
     ) -> Tensor:
-        batch = ImageBatch.from_pairs(sources, targets, noises, self.feature_config.image_size, categories)
-        contexts = per_image(self.pair_contexts(sources, targets)) if self.context_mode is ContextMode.INPUT else None
-        return self._features(batch, contexts)
+        return self.extract_prepared(self.prepare_pairs(sources, targets, categories, noises))
 
     def extract_images(
         self, images: list[np.ndarray], categories: list[str | None], noises: list[ImageNoise]
     ) -> Tensor:
-        if self.context_mode is ContextMode.INPUT:
-            raise ConfigError("CPM features depend on both images of a pair; use match() or match_batch()")
-        return self._features(ImageBatch.from_images(images, noises, self.feature_config.image_size, categories))
+        return self.extract_prepared(self.prepare_images(images, categories, noises))
 
 
 def resolve_runtime(manifest: EngineManifest, runtime: str | EngineRuntime = EngineRuntime.AUTO) -> EngineRuntime:

@@ -11,6 +11,7 @@ from torch import Tensor
 from ..config import FeatureConfig
 from ..noise import ImageNoise
 from ..prompts import PromptKind
+from .batch import PreparedBatch
 
 __all__ = ["FeatureBackend"]
 
@@ -21,6 +22,10 @@ class FeatureBackend(Protocol):
     The :class:`~sd4match_sdk.matcher.Matcher` does everything else (image loading, point checks,
     noise drawing, coordinate maps, matching), so every backend is held to the same contract:
     given the same noise it returns the same raw features as the PyTorch reference.
+
+    A request runs in two halves so that the Matcher can overlap them across batches
+    (docs/design.md §13.17): ``prepare_*`` is host work (resize, DINOv2 pixels, pinned memory) and
+    may run on a worker thread; ``extract_prepared`` is the device work.
 
     Attributes:
         name: short backend name (``"torch"``, ``"onnxruntime"``, ``"tensorrt"``).
@@ -40,6 +45,28 @@ class FeatureBackend(Protocol):
 
     def check_category(self, category: str | None) -> None:
         """Raise ``UnknownCategoryError``/``ConfigError`` if ``category`` is unusable."""
+        ...
+
+    def max_batch_images(self) -> int:
+        """Images one device batch may hold (the memory budget); the Matcher splits larger requests."""
+        ...
+
+    def prepare_pairs(
+        self,
+        sources: list[np.ndarray],
+        targets: list[np.ndarray],
+        categories: list[str | None],
+        noises: list[tuple[ImageNoise, ImageNoise]],
+    ) -> PreparedBatch:
+        """Host work of P pairs (``(H, W, 3)`` uint8 RGB images), for :meth:`extract_prepared`."""
+        ...
+
+    def prepare_images(self, images: list[np.ndarray], categories: list[str | None], noises: list[ImageNoise]) -> PreparedBatch:
+        """Host work of single images (not for CPM prompts), for :meth:`extract_prepared`."""
+        ...
+
+    def extract_prepared(self, prepared: PreparedBatch) -> Tensor:
+        """Raw features ``(B, C, h, w)`` float32 of a prepared batch, in its image order."""
         ...
 
     def extract_pairs(

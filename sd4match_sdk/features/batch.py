@@ -6,6 +6,9 @@ image's category. Pairs are laid out image-major and interleaved, ``[source0, ta
 source1, target1, ...]``, so a per-pair value (a CPM context, a category) becomes per-image
 with :func:`per_image`. The PyTorch backend, the engine runtime and the trainer all build their
 inputs here; only what they run on the batch differs.
+
+A :class:`PreparedBatch` is that batch plus the CPM's DINOv2 pixels, made on the host (decode,
+resize, noise, pinned memory) while the device runs the previous batch (docs/design.md §13.17).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from ..errors import ShapeError
 from ..images import sd_pixels
 from ..noise import ImageNoise
 
-__all__ = ["ImageBatch", "interleave_pairs", "per_image"]
+__all__ = ["ImageBatch", "PreparedBatch", "interleave_pairs", "per_image"]
 
 
 def interleave_pairs(sources: Sequence, targets: Sequence) -> list:
@@ -98,6 +101,10 @@ class ImageBatch:
         move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
         return ImageBatch(move(self.pixels), move(self.eps_vae), move(self.noise), self.categories)
 
+    def pin_memory(self) -> ImageBatch:
+        """The batch in page-locked host memory, so that ``to(cuda, non_blocking=True)`` is asynchronous."""
+        return ImageBatch(self.pixels.pin_memory(), self.eps_vae.pin_memory(), self.noise.pin_memory(), self.categories)
+
     def select(self, index: Sequence[int] | slice) -> ImageBatch:
         """The images at ``index`` (a slice or a list of positions), in that order."""
         if isinstance(index, slice):
@@ -108,3 +115,23 @@ class ImageBatch:
         return ImageBatch(
             self.pixels[picked], self.eps_vae[picked], self.noise[picked], tuple(self.categories[i] for i in rows)
         )
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch prepared on the host for one device run.
+
+    Attributes:
+        images: the images and their noise (pairs interleaved ``[s0, t0, s1, t1, ...]`` when ``pairs``).
+        pairs: whether ``images`` holds pairs (a CPM context is built per pair).
+        dino_pixels: CPM prompts: ``(2P, 3, 224, 224)`` DINOv2 inputs, all sources then all targets.
+    """
+
+    images: ImageBatch
+    pairs: bool
+    dino_pixels: Tensor | None = None
+
+    def pin_memory(self) -> PreparedBatch:
+        """Everything in page-locked host memory (for asynchronous copies to a CUDA device)."""
+        dino = self.dino_pixels.pin_memory() if self.dino_pixels is not None else None
+        return PreparedBatch(self.images.pin_memory(), self.pairs, dino)

@@ -1,9 +1,8 @@
-"""The PyTorch reference backend: the oracle every faster path is tested against."""
+"""The PyTorch backend: the eager reference (the oracle every faster path is tested against) and,
+with ``compile=``, the compiled path (docs/design.md §13.16)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -12,33 +11,18 @@ from torch import Tensor
 
 from ..config import FeatureConfig
 from ..errors import ConfigError
+from ..models.attention import ContextKV
 from ..models.dino import dino_patch_tokens, dino_pixels
 from ..models.features import SDFeatureExtractor
 from ..models.loading import SDComponents
 from ..noise import ImageNoise
 from ..prompts import PromptContexts, PromptKind, PromptWeights
-from .batch import ImageBatch, per_image
+from .batch import ImageBatch, PreparedBatch, per_image
+from .budget import BatchBudget
+from .compiled import CompiledStages, CompileMode, resolve_compile_mode
+from .precision import Precision, check_exact_float32_convolutions, require_exact_float32_convolutions
 
 __all__ = ["TorchFeatureBackend", "batch_features"]
-
-
-@contextmanager
-def _float32_convolutions(device: torch.device) -> Iterator[None]:
-    """Run float32 convolutions in full float32 on CUDA (cuDNN defaults to TF32 for them).
-
-    TF32 rounds inputs to 10 mantissa bits: on CUDA it moved matches by ~0.1 px against the CPU
-    reference and made batched and single calls differ. float16 layers are unaffected. The
-    previous setting is restored afterwards.
-    """
-    if device.type != "cuda":
-        yield
-        return
-    previous = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32 = previous
 
 
 def batch_features(extractor: SDFeatureExtractor, batch: ImageBatch, contexts: Tensor) -> Tensor:
@@ -59,15 +43,30 @@ def batch_features(extractor: SDFeatureExtractor, batch: ImageBatch, contexts: T
     return extractor.unet_features(latents, batch.noise, contexts)
 
 
+def _apply_precision(components: SDComponents, precision: Precision | None) -> Precision:
+    """Cast the parts to ``precision`` (when given), else read the precision they have."""
+    if precision is None:
+        return Precision(unet=components.unet.dtype, vae=components.vae.dtype)
+    for module, dtype in ((components.unet, precision.unet), (components.text_encoder, precision.unet), (components.vae, precision.vae)):
+        if module.dtype != dtype:  # diffusers logs a note on every cast, even to the same dtype
+            module.to(dtype)
+    return precision
+
+
 class TorchFeatureBackend:
     """SD 2.1 in PyTorch: VAE encoder, truncated UNet, CLIP text encoder (and DINOv2 + CPM).
 
     Args:
-        components: loaded SD parts.
+        components: loaded SD parts (moved to ``device``; cast when ``precision`` is given).
         prompt: the prompt.
         feature_config: image size, timestep, ensemble.
         device: where the models run.
         dino: ``(Dinov2Model, processor)``, required for CPM prompts.
+        precision: the dtypes of the parts; ``None`` keeps the components' own.
+        compile: ``False``/``"off"`` (eager), ``True``/``"default"`` or ``"max-autotune"``
+            (docs/design.md §13.16); changes the components in place.
+        memory_budget: bytes one device batch may use (docs/design.md §13.17); ``None``: half of
+            the free memory.
     """
 
     name = "torch"
@@ -79,10 +78,17 @@ class TorchFeatureBackend:
         feature_config: FeatureConfig,
         device: torch.device,
         dino: tuple[Any, Any] | None = None,
+        precision: Precision | None = None,
+        compile: bool | str | CompileMode = CompileMode.OFF,
+        memory_budget: int | None = None,
     ) -> None:
+        # 1. precision (float32 on CUDA: cuDNN TF32 off once, never per call)
         self.device = device
         self.components = components
         self.feature_config = feature_config
+        self.precision = _apply_precision(components, precision)
+        require_exact_float32_convolutions(device, self.precision)
+        # 2. models and the prompt
         self.extractor = SDFeatureExtractor(
             components.vae, components.unet, components.scheduler, feature_config.timestep
         ).to(device)
@@ -92,6 +98,19 @@ class TorchFeatureBackend:
             raise ConfigError("a CPM prompt needs DINOv2: pass dino=<dir or hub id> (default facebook/dinov2-base)")
         self.dino = dino[0].to(device) if dino else None
         self.dino_processor = dino[1] if dino else None
+        # 3. the compiled path and the batch budget
+        self.compile_mode = resolve_compile_mode(compile)
+        self.compiled = CompiledStages(self.extractor, self.compile_mode, device) if self.compile_mode is not CompileMode.OFF else None
+        self._context_kv: dict[str | None, ContextKV] = {}
+        self.budget = BatchBudget(
+            feature_config,
+            int(components.vae.config.block_out_channels[0]),
+            int(components.unet.config.block_out_channels[0]),
+            self.precision.vae,
+            self.precision.unet,
+            device,
+            memory_budget,
+        )
 
     @property
     def prompt_kind(self) -> PromptKind:
@@ -109,18 +128,91 @@ class TorchFeatureBackend:
         if self.prompt.kind is not PromptKind.CPM:
             self.prompt.fixed(category)  # validates (and caches) the context
 
-    @torch.inference_mode()
-    def _run(self, batch: ImageBatch, contexts: Tensor) -> Tensor:
-        with _float32_convolutions(self.device):
-            return batch_features(self.extractor, batch.to(self.device), contexts.to(self.device))
+    def max_batch_images(self) -> int:
+        """Images one device batch may hold under the memory budget."""
+        return self.budget.images()
+
+    # ------------------------------------------------------------------ host side
+
+    def _prepared(self, batch: ImageBatch, pairs: bool, dino: Tensor | None) -> PreparedBatch:
+        prepared = PreparedBatch(batch, pairs, dino)
+        return prepared.pin_memory() if self.device.type == "cuda" else prepared
+
+    def prepare_pairs(
+        self,
+        sources: list[np.ndarray],
+        targets: list[np.ndarray],
+        categories: list[str | None],
+        noises: list[tuple[ImageNoise, ImageNoise]],
+    ) -> PreparedBatch:
+        """Host work of P pairs: the 2P-image batch (and the CPM's DINOv2 pixels), pinned on CUDA."""
+        batch = ImageBatch.from_pairs(sources, targets, noises, self.feature_config.image_size, categories)
+        dino = dino_pixels(self.dino_processor, sources + targets) if self.prompt.kind is PromptKind.CPM else None
+        return self._prepared(batch, True, dino)
+
+    def prepare_images(self, images: list[np.ndarray], categories: list[str | None], noises: list[ImageNoise]) -> PreparedBatch:
+        """Host work of single images (not for CPM prompts)."""
+        if self.prompt.kind is PromptKind.CPM:
+            raise ConfigError("CPM features depend on both images of a pair; use match() or match_batch()")
+        return self._prepared(ImageBatch.from_images(images, noises, self.feature_config.image_size, categories), False, None)
+
+    # ------------------------------------------------------------------ device side
+
+    def _pair_contexts(self, prepared: PreparedBatch) -> Tensor:
+        """``(P, 77, D)`` CPM contexts of the prepared pairs (shared by both images of a pair)."""
+        tokens = dino_patch_tokens(self.dino, prepared.dino_pixels.to(self.device, non_blocking=True))  # type: ignore[union-attr]
+        p = tokens.shape[0] // 2
+        return self.prompt.pair(tokens[:p], tokens[p:])
+
+    def _fixed_key(self, category: str | None) -> str | None:
+        return category if self.prompt.needs_category else None
+
+    def _fixed_kv(self, categories: tuple[str | None, ...]) -> ContextKV:
+        """Per-image cross-attention keys/values of a fixed prompt, each context projected once ever."""
+        assert self.compiled is not None
+        keys = [self._fixed_key(c) for c in categories]
+        for key in set(keys) - self._context_kv.keys():
+            self._context_kv[key] = self.compiled.context_kv(self.prompt.fixed(key))
+        layers = self._context_kv[keys[0]].keys()
+        return {
+            name: tuple(torch.cat([self._context_kv[k][name][i] for k in keys]) for i in range(2))  # type: ignore[misc]
+            for name in layers
+        }
+
+    def extract_prepared(self, prepared: PreparedBatch) -> Tensor:
+        """Raw features ``(B, C, h, w)`` of a prepared batch (pairs interleaved as prepared)."""
+        check_exact_float32_convolutions(self.device, self.precision)
+        if self.compiled is not None:
+            return self._run_compiled(prepared)
+        return self._run_eager(prepared)
 
     @torch.inference_mode()
+    def _run_eager(self, prepared: PreparedBatch) -> Tensor:
+        if self.prompt.kind is PromptKind.CPM:
+            contexts = per_image(self._pair_contexts(prepared))
+        else:
+            contexts = torch.cat([self.prompt.fixed(c) for c in prepared.images.categories])
+        batch = prepared.images.to(self.device, non_blocking=True)
+        return batch_features(self.extractor, batch, contexts.to(self.device))
+
+    @torch.no_grad()
+    def _run_compiled(self, prepared: PreparedBatch) -> Tensor:
+        batch = prepared.images.to(self.device, non_blocking=True)
+        assert self.compiled is not None
+        if self.prompt.kind is PromptKind.CPM:  # projected once per image, outside the compiled graph
+            kv = self.compiled.context_kv(per_image(self._pair_contexts(prepared)))
+        else:
+            kv = self._fixed_kv(batch.categories)
+        return self.compiled.features(batch.pixels, batch.eps_vae, batch.noise, kv)
+
+    # ------------------------------------------------------------------ FeatureBackend
+
     def pair_contexts(self, sources: list[np.ndarray], targets: list[np.ndarray], categories: list[str | None]) -> Tensor:
         """``(P, 77, D)`` one context per pair (shared by both images)."""
         if self.prompt.kind is PromptKind.CPM:
-            tokens = dino_patch_tokens(self.dino, dino_pixels(self.dino_processor, sources + targets))
-            p = len(sources)
-            return self.prompt.pair(tokens[:p], tokens[p:])
+            with torch.inference_mode():
+                tokens = dino_patch_tokens(self.dino, dino_pixels(self.dino_processor, sources + targets))
+                return self.prompt.pair(tokens[: len(sources)], tokens[len(sources) :])
         return torch.cat([self.prompt.fixed(c) for c in categories])
 
     def extract_pairs(
@@ -130,12 +222,7 @@ class TorchFeatureBackend:
         categories: list[str | None],
         noises: list[tuple[ImageNoise, ImageNoise]],
     ) -> Tensor:
-        contexts = per_image(self.pair_contexts(sources, targets, categories))
-        batch = ImageBatch.from_pairs(sources, targets, noises, self.feature_config.image_size, categories)
-        return self._run(batch, contexts)
+        return self.extract_prepared(self.prepare_pairs(sources, targets, categories, noises))
 
     def extract_images(self, images: list[np.ndarray], categories: list[str | None], noises: list[ImageNoise]) -> Tensor:
-        if self.prompt.kind is PromptKind.CPM:
-            raise ConfigError("CPM features depend on both images of a pair; use match() or match_batch()")
-        contexts = torch.cat([self.prompt.fixed(c) for c in categories])
-        return self._run(ImageBatch.from_images(images, noises, self.feature_config.image_size, categories), contexts)
+        return self.extract_prepared(self.prepare_images(images, categories, noises))

@@ -51,14 +51,42 @@ class SDFeatureExtractor(nn.Module):
     def encode_latents(self, pixels: Tensor, eps_vae: Tensor) -> Tensor:
         """VAE posterior *sample* times the scaling factor: ``(mean + std * eps) * 0.18215``.
 
+        The encoder runs in the VAE's dtype; the sample is formed in float32 (for a float32 VAE
+        every cast here is a no-op).
+
         Args:
             pixels: ``(B, 3, S, S)`` images in ``[-1, 1]``.
             eps_vae: ``(B, 4, S/8, S/8)`` standard normal draws.
+
+        Returns:
+            ``(B, 4, S/8, S/8)`` float32 latents.
         """
-        vae_dtype = self.vae.dtype
-        posterior = self.vae.encode(pixels.to(vae_dtype)).latent_dist
-        latents = posterior.mean + posterior.std * eps_vae.to(vae_dtype)
+        posterior = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
+        latents = posterior.mean.float() + posterior.std.float() * eps_vae.float()
         return latents * self.scaling_factor
+
+    def noised_latents(self, latents: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+        """``add_noise`` of every ensemble member: ``(B,4,h,w)``, ``(B,E,4,h,w)`` -> ``(B*E,4,h,w)``
+        float32 noisy latents, image-major as the official code, and their ``(B*E,)`` timesteps."""
+        b, e = noise.shape[:2]
+        repeated = latents.repeat_interleave(e, dim=0)  # (B*E, 4, h, w), image-major as the official code
+        timesteps = torch.full((b * e,), self.timestep, dtype=torch.long, device=latents.device)
+        noisy = self.scheduler.add_noise(repeated.float(), noise.reshape(b * e, *noise.shape[2:]).float(), timesteps)
+        return noisy, timesteps
+
+    @staticmethod
+    def ensemble_mean(features: Tensor, batch: int) -> Tensor:
+        """``(B*E, C, H, W)`` UNet outputs -> ``(B, C, H, W)`` float32 means over the E members."""
+        return features.float().reshape(batch, -1, *features.shape[1:]).mean(dim=1)
+
+    def check_batch(self, latents: Tensor, noise: Tensor, context: Tensor) -> None:
+        """Raise :class:`ShapeError` unless latents, noise and contexts describe the same B images."""
+        b = noise.shape[0]
+        if latents.shape[0] != b or context.shape[0] != b or noise.shape[2:] != latents.shape[1:]:
+            raise ShapeError(
+                f"inconsistent batch: latents {tuple(latents.shape)}, noise {tuple(noise.shape)}, "
+                f"context {tuple(context.shape)}; expected (B,4,h,w), (B,E,4,h,w), (B,L,D)"
+            )
 
     def unet_features(self, latents: Tensor, noise: Tensor, context: Tensor) -> Tensor:
         """Noise each latent E times, run the truncated UNet on all B*E at once, average over E.
@@ -71,18 +99,12 @@ class SDFeatureExtractor(nn.Module):
         Returns:
             ``(B, C, h/2, w/2)`` raw ensemble-mean features, float32.
         """
+        self.check_batch(latents, noise, context)
         b, e = noise.shape[:2]
-        if latents.shape[0] != b or context.shape[0] != b or noise.shape[2:] != latents.shape[1:]:
-            raise ShapeError(
-                f"inconsistent batch: latents {tuple(latents.shape)}, noise {tuple(noise.shape)}, "
-                f"context {tuple(context.shape)}; expected (B,4,h,w), (B,E,4,h,w), (B,L,D)"
-            )
-        repeated = latents.repeat_interleave(e, dim=0)  # (B*E, 4, h, w), image-major as the official code
-        timesteps = torch.full((b * e,), self.timestep, dtype=torch.long, device=latents.device)
-        noisy = self.scheduler.add_noise(repeated.float(), noise.reshape(b * e, *noise.shape[2:]).float(), timesteps)
+        noisy, timesteps = self.noised_latents(latents, noise)
         dtype = self.unet.dtype
         features = self.unet(noisy.to(dtype), timesteps, context.to(dtype).repeat_interleave(e, dim=0))
-        return features.float().reshape(b, e, *features.shape[1:]).mean(dim=1)
+        return self.ensemble_mean(features, b)
 
     def forward(self, pixels: Tensor, eps_vae: Tensor, noise: Tensor, context: Tensor) -> Tensor:
         """``(B,3,S,S)`` images, ``(B,4,h,w)`` VAE noise, ``(B,E,4,h,w)`` noise, ``(B,L,D)`` context

@@ -5,6 +5,10 @@ Nothing after that block changes it, so up-blocks 2-3, ``conv_norm_out`` and ``c
 run. This module reuses the diffusers UNet's own submodules and replays its ``forward`` wiring up
 to that block, for the configuration SD 2.1 uses (no class, addition or adapter embeddings).
 It returns a tensor, so it exports to ONNX as it is.
+
+With :func:`~sd4match_sdk.models.attention.use_fast_attention` installed, the context may be
+one per image for a ``B * E`` ensemble batch, or replaced by precomputed cross-attention keys
+and values (``context_kv``); the default processors need one context per batch row.
 """
 
 from __future__ import annotations
@@ -57,13 +61,15 @@ class TruncatedUNet(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.conv_in.weight.dtype
 
-    def forward(self, sample: Tensor, timestep: Tensor, context: Tensor) -> Tensor:
+    def forward(self, sample: Tensor, timestep: Tensor, context: Tensor | None, context_kv: Any = None) -> Tensor:
         """Run the UNet until ``up_blocks[1]``.
 
         Args:
             sample: ``(B, 4, h, w)`` noisy latents.
             timestep: scalar or ``(B,)`` integer timestep.
-            context: ``(B, 77, D)`` cross-attention context.
+            context: ``(B, 77, D)`` cross-attention context (``None`` with ``context_kv``).
+            context_kv: precomputed keys and values of every cross-attention layer
+                (:data:`~sd4match_sdk.models.attention.ContextKV`); needs the fast attention.
 
         Returns:
             ``(B, C, H, W)`` output of ``up_blocks[1]`` (``C=1280, H=W=h/2`` for SD 2.1).
@@ -77,18 +83,20 @@ class TruncatedUNet(nn.Module):
         if self.time_embed_act is not None:
             emb = self.time_embed_act(emb)
 
+        # Only the fast attention reads context_kv; without it the blocks get their default kwargs.
+        extra = {"cross_attention_kwargs": {"context_kv": context_kv}} if context_kv is not None else {}
         hidden = self.conv_in(sample)
         residuals: tuple[Tensor, ...] = (hidden,)
         for block in self.down_blocks:
             if getattr(block, "has_cross_attention", False):
-                hidden, res = block(hidden_states=hidden, temb=emb, encoder_hidden_states=context)
+                hidden, res = block(hidden_states=hidden, temb=emb, encoder_hidden_states=context, **extra)
             else:
                 hidden, res = block(hidden_states=hidden, temb=emb)
             residuals += res
 
         if self.mid_block is not None:
             if getattr(self.mid_block, "has_cross_attention", False):
-                hidden = self.mid_block(hidden, emb, encoder_hidden_states=context)
+                hidden = self.mid_block(hidden, emb, encoder_hidden_states=context, **extra)
             else:
                 hidden = self.mid_block(hidden, emb)
 
@@ -103,6 +111,7 @@ class TruncatedUNet(nn.Module):
                     res_hidden_states_tuple=res,
                     encoder_hidden_states=context,
                     upsample_size=upsample_size,
+                    **extra,
                 )
             else:
                 hidden = block(hidden_states=hidden, temb=emb, res_hidden_states_tuple=res, upsample_size=upsample_size)

@@ -1,0 +1,106 @@
+"""Host work overlapped with device work: the next batch is prepared while the current one runs (docs/design.md §13.17).
+
+Preparing a batch is host work (decoding and resizing images, drawing noise, copying into pinned
+memory); running it is device work. :func:`prefetched` runs the preparations in order on one
+worker thread, one batch ahead of the caller, so on a GPU the host work hides behind the device.
+One worker keeps the order of every draw: a generator shared by several pairs draws for them in
+pair order, as one call at a time would. :func:`prepare_pairs` and :func:`prepare_images` are the
+host work of one device batch of a ``match_batch`` or ``features_batch`` request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+from torch import Tensor
+
+from ..images import load_image
+from ..noise import ImageNoise
+from ..points import check_points
+from .batch import PreparedBatch
+
+__all__ = ["PreparedRequests", "chunks", "prefetched", "prepare_images", "prepare_pairs"]
+
+T = TypeVar("T")
+
+
+def chunks(total: int, size: int) -> list[range]:
+    """``range(total)`` in consecutive pieces of at most ``size`` (``size >= 1``)."""
+    size = max(1, int(size))
+    return [range(start, min(start + size, total)) for start in range(0, total, size)]
+
+
+def prefetched(tasks: Sequence[Callable[[], T]]) -> Iterator[T]:
+    """The results of ``tasks``, in order; task ``k + 1`` runs on a worker thread while the caller
+    uses result ``k``. One task runs inline. An exception is raised where its result is taken."""
+    if len(tasks) <= 1:
+        yield from (task() for task in tasks)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sd4match-prepare") as pool:
+        pending = pool.submit(tasks[0])
+        for task in tasks[1:]:
+            ready = pending.result()
+            pending = pool.submit(task)
+            yield ready
+        yield pending.result()
+
+
+@dataclass(frozen=True)
+class PreparedRequests:
+    """One device batch of a request after the host work.
+
+    Attributes:
+        indices: positions in the request of what the batch answers (pairs without query points
+            are left out: they need no model run).
+        sizes: ``(W, H)`` of each image (images), or of each pair's source and target (pairs).
+        queries: the checked query points of each pair (pairs only).
+        inputs: the backend's prepared batch; ``None`` when nothing needs a model run.
+    """
+
+    indices: list[int]
+    sizes: list[Any]
+    queries: list[Tensor]
+    inputs: PreparedBatch | None
+
+
+def _size(image: np.ndarray) -> tuple[int, int]:
+    return (image.shape[1], image.shape[0])
+
+
+def prepare_images(
+    backend: Any, draw: Callable[[Any], ImageNoise], images: Sequence, categories: Sequence, generators: Sequence, chunk: range
+) -> PreparedRequests:
+    """Host work of a batch of images: decode, then one noise draw per image in request order."""
+    rgbs = [load_image(images[i]) for i in chunk]
+    noises = [draw(generators[i]) for i in chunk]
+    inputs = backend.prepare_images(rgbs, [categories[i] for i in chunk], noises)
+    return PreparedRequests(list(chunk), [_size(rgb) for rgb in rgbs], [], inputs)
+
+
+def prepare_pairs(
+    backend: Any,
+    draw: Callable[[Any], tuple[ImageNoise, ImageNoise]],
+    pairs: Sequence,
+    categories: Sequence,
+    generators: Sequence,
+    chunk: range,
+) -> PreparedRequests:
+    """Host work of a batch of ``(source, target, points, category)`` pairs: decode, point checks,
+    then each pair's noise (source, then target) in pair order; pairs without points draw none."""
+    active = []
+    for i in chunk:
+        rgb0, rgb1 = load_image(pairs[i][0]), load_image(pairs[i][1])
+        query = check_points(pairs[i][2], _size(rgb0))
+        if query.shape[0] > 0:
+            active.append((i, rgb0, rgb1, query))
+    if not active:
+        return PreparedRequests([], [], [], None)
+    noises = [draw(generators[i]) for i, *_ in active]
+    sources, targets = [a[1] for a in active], [a[2] for a in active]
+    inputs = backend.prepare_pairs(sources, targets, [categories[a[0]] for a in active], noises)
+    sizes = [(_size(a[1]), _size(a[2])) for a in active]
+    return PreparedRequests([a[0] for a in active], sizes, [a[3] for a in active], inputs)

@@ -1,0 +1,88 @@
+"""The CUDA-only paths: float16 VAE default, float32 parity, CUDA graphs, pinned copies (docs/design.md §13.15-13.17).
+
+Skipped without a CUDA device; ``benchmarks/gpu_session.sh`` runs them on the GPU machine
+(``python -m pytest -m gpu tests/features/test_cuda.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sd4match_sdk import Matcher
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+POINTS = [[100.0, 200.0], [550.0, 500.0], [1099.0, 1098.0], [0.0, 0.0]]
+FP32 = dict(dtype=torch.float32, vae_dtype=torch.float32)
+
+
+def _small(**kw):
+    return dict(ensemble=2, image_size=256, matching_backend="torch", **kw)
+
+
+def test_float32_on_cuda_equals_the_cpu_reference_without_flag_flips(tiny_sd, demo_pair) -> None:
+    """float32 stays exact on CUDA (TF32 off once at build), and no call writes the flag."""
+    cpu = Matcher.from_pretrained(str(tiny_sd), **_small())
+    gpu = Matcher.from_pretrained(str(tiny_sd), device="cuda", **_small(**FP32))
+    assert gpu.backend.components.vae.dtype == torch.float32 and not torch.backends.cudnn.allow_tf32
+    src, trg = demo_pair
+    got, want = gpu.match(src, trg, POINTS, seed=0), cpu.match(src, trg, POINTS, seed=0)
+    assert not torch.backends.cudnn.allow_tf32
+    np.testing.assert_allclose(got.points, want.points, atol=0.01)
+    batched = gpu.match_batch([(src, trg, POINTS), (trg, src, POINTS)], seed=0)
+    np.testing.assert_allclose(batched[0].points, got.points, atol=0.01)
+
+
+def test_the_default_runs_the_vae_in_float16(tiny_sd, demo_pair) -> None:
+    default = Matcher.from_pretrained(str(tiny_sd), device="cuda", **_small())
+    exact = Matcher.from_pretrained(str(tiny_sd), device="cuda", **_small(**FP32))
+    assert default.backend.components.vae.dtype == default.backend.components.unet.dtype == torch.float16
+    src, trg = demo_pair
+    deviation = np.abs(default.match(src, trg, POINTS, seed=1).points - exact.match(src, trg, POINTS, seed=1).points).max()
+    print(f"float16 default vs float32 on CUDA (tiny model): {deviation:.4f} px")
+    assert np.isfinite(deviation) and deviation < 5.0
+
+
+@pytest.mark.parametrize(
+    "kind, precision", [("text", "fp16"), ("single", "fp16"), ("class", "fp16"), ("cpm", "fp16"), ("single", "fp32")]
+)
+def test_compiled_with_cuda_graphs_equals_eager(kind, precision, tiny_sd, tiny_dino, export_prompts, demo_pair) -> None:
+    prompt = "a photo of a {category}" if kind == "text" else str(export_prompts[kind])
+    options = _small(prompt=prompt, **(FP32 if precision == "fp32" else {}))
+    if kind == "cpm":
+        options["dino"] = str(tiny_dino)
+    eager = Matcher.from_pretrained(str(tiny_sd), device="cuda", **options)
+    compiled = Matcher.from_pretrained(str(tiny_sd), device="cuda", compile=True, memory_budget=1, **options)
+    cat = "cat" if kind in ("text", "class") else None
+    src, trg = demo_pair
+    tolerance = 2e-3 if precision == "fp32" else 0.25
+    for seed in (3, 4):  # a second call replays the captured graphs
+        got, want = compiled.match(src, trg, POINTS, category=cat, seed=seed), eager.match(src, trg, POINTS, category=cat, seed=seed)
+        np.testing.assert_allclose(got.points, want.points, atol=tolerance)
+    pairs = [(src, trg, POINTS, cat), (trg, src, POINTS[:2], cat)]
+    for got, want in zip(compiled.match_batch(pairs, seed=5), eager.match_batch(pairs, seed=5)):
+        np.testing.assert_allclose(got.points, want.points, atol=tolerance)
+
+
+def test_pinned_pipelined_batches_equal_one_at_a_time(tiny_sd, demo_pair) -> None:
+    m = Matcher.from_pretrained(str(tiny_sd), device="cuda", memory_budget=1, **_small(**FP32))
+    src, trg = demo_pair
+    pairs = [(src, trg, POINTS), (trg, src, POINTS), (src, src, POINTS[:1])]
+    for pair, got in zip(pairs, m.match_batch(pairs, seed=6)):
+        np.testing.assert_allclose(got.points, m.match(*pair, seed=6).points, atol=0.01)
+
+
+def test_onnxruntime_binds_cuda_tensors(engine_single, demo_pair) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+    m = Matcher.from_pretrained(str(engine_single), device="cuda")
+    runner = m.backend.runners["unet"]
+    assert runner.io_binding and runner.device.type == "cuda"
+    src, trg = demo_pair
+    features = m.features(src, seed=0).features
+    assert features.device.type == "cuda"
+    reference = Matcher.from_pretrained(str(engine_single)).features(src, seed=0).features
+    torch.testing.assert_close(features.cpu(), reference, atol=1e-3, rtol=1e-3)
