@@ -5,16 +5,14 @@ A match runs, per pair: resize both images to the model frame, draw the noise (d
 raw SD features for both images in one UNet batch, and read the matches off the cosine map with
 Kernel-Soft-Argmax. Points go in and come out in the original images' pixels.
 
-Many pairs (or images) run in device batches of at most the backend's memory budget; the host
-work of the next batch (decoding, resizing, noise, pinned copies) runs on a worker thread while
-the device runs the current one (docs/design.md §13.17).
+Many pairs (or images) run in device batches under a memory budget, the next batch's host work
+(decode, resize, noise, pinned copies) overlapping the current one's device work (docs/design.md §13.17).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -28,7 +26,7 @@ from .engine.runtime import open_engine
 from .errors import ConfigError
 from .features import FeatureBackend, TorchFeatureBackend
 from .features.compiled import CompileMode
-from .features.pipeline import chunks, prefetched, prepare_images, prepare_pairs
+from .features.pipeline import batch_tasks, prefetched, prepare_images, prepare_pairs
 from .features.precision import resolve_precision
 from .images import ImageInput
 from .kernels import match_function
@@ -165,9 +163,10 @@ class Matcher:
                 on CPU when ``None``; ``torch.float32`` keeps it exact (docs/design.md §13.15).
             compile: ``True`` (or ``"default"``, ``"max-autotune"``) compiles the VAE encoder and
                 the truncated UNet with ``torch.compile``, CUDA graphs on CUDA; the first call of
-                each batch size compiles (docs/performance.md, docs/design.md §13.16).
+                each batch size compiles (docs/performance.md, docs/design.md §13.16). Ignored
+                for engines, as ``vae_dtype``.
             memory_budget: bytes one device batch may use; ``None``: half of the free memory
-                (docs/design.md §13.17).
+                (docs/design.md §13.17). PyTorch backend only.
 
         Raises:
             ModelNotFoundError: weights cannot be found; WeightsError: they load incompletely;
@@ -265,16 +264,12 @@ class Matcher:
         for category in categories:
             self.backend.check_category(category)
         out: list[ImageFeatures] = []
-        for chunk in prefetched(self._tasks(prepare_images, list(images), categories, generators, self.draw_noise)):
+        tasks = batch_tasks(prepare_images, self.backend, self.draw_noise, list(images), categories, generators)
+        for chunk in prefetched(tasks):
             feats = self.backend.extract_prepared(chunk.inputs)
-            out += [ImageFeatures(feats[k : k + 1], size, categories[i]) for k, (i, size) in enumerate(zip(chunk.indices, chunk.sizes))]
+            for k, (i, size) in enumerate(zip(chunk.indices, chunk.sizes)):
+                out.append(ImageFeatures(feats[k : k + 1], size, categories[i]))
         return out
-
-    def _tasks(self, prepare: Any, requests: list, categories: list, generators: list, draw: Any) -> list:
-        """One host-preparation task per device batch, each holding as many requests as the memory budget allows."""
-        per_request = 2 if prepare is prepare_pairs else 1
-        size = max(1, self.backend.max_batch_images() // per_request)
-        return [partial(prepare, self.backend, draw, requests, categories, generators, c) for c in chunks(len(requests), size)]
 
     # ------------------------------------------------------------------ matching
 
@@ -362,7 +357,7 @@ class Matcher:
         for category in categories:
             self.backend.check_category(category)
         results = [MatchResult.empty() for _ in items]
-        for chunk in prefetched(self._tasks(prepare_pairs, items, categories, generators, self._pair_noise)):
+        for chunk in prefetched(batch_tasks(prepare_pairs, self.backend, self._pair_noise, items, categories, generators)):
             if chunk.inputs is None:  # no pair of this batch has query points
                 continue
             feats = self.backend.extract_prepared(chunk.inputs)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -23,7 +24,7 @@ from ..noise import ImageNoise
 from ..points import check_points
 from .batch import PreparedBatch
 
-__all__ = ["PreparedRequests", "chunks", "prefetched", "prepare_images", "prepare_pairs"]
+__all__ = ["PreparedRequests", "batch_tasks", "chunks", "prefetched", "prepare_images", "prepare_pairs"]
 
 T = TypeVar("T")
 
@@ -104,3 +105,18 @@ def prepare_pairs(
     inputs = backend.prepare_pairs(sources, targets, [categories[a[0]] for a in active], noises)
     sizes = [(_size(a[1]), _size(a[2])) for a in active]
     return PreparedRequests([a[0] for a in active], sizes, [a[3] for a in active], inputs)
+
+
+def batch_tasks(
+    prepare: Callable[..., PreparedRequests],
+    backend: Any,
+    draw: Callable[[Any], Any],
+    requests: Sequence,
+    categories: Sequence,
+    generators: Sequence,
+) -> list[Callable[[], PreparedRequests]]:
+    """One host-preparation task per device batch of ``requests`` (pairs for :func:`prepare_pairs`,
+    images for :func:`prepare_images`), each as large as the backend's memory budget allows."""
+    per_request = 2 if prepare is prepare_pairs else 1
+    size = max(1, backend.max_batch_images() // per_request)
+    return [partial(prepare, backend, draw, requests, categories, generators, c) for c in chunks(len(requests), size)]
