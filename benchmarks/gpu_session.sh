@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
-# One GPU session for the figures the issues ask for, run as a single prepared command:
-#   1. the fused kernel: build for sm_90, CUDA-vs-torch checks, GPU benchmark (bench_kernel)
-#   2. feature extraction, SD 2.1 architecture (random weights), fp16, E=8: truncated vs full UNet
-#   3. training throughput at batch 9, SD 2.1 architecture (random weights), fp16 autocast
-# Logs go to $OUT (or /tmp/sd4match-gpu). diffusers may be missing on the GPU machine: put its
-# wheel in .whl/ and it is installed to /tmp/site first.
+# One GPU session for issue 10's figures, run as a single prepared command (about 8 minutes on an H200):
+#   1. the CUDA-only paths of the test suite (pytest -m gpu tests/features/test_cuda.py): float32 parity
+#      with the CPU reference and no TF32 flag flips, the float16 VAE default, compiled (CUDA graphs) vs
+#      eager for every prompt kind, pinned pipelined batches, ORT I/O binding (skipped without onnxruntime-gpu)
+#   2. bench_pairs, Single prompt: SD 2.1 architecture (random weights), 768 px, E=8, batch 1 and 8, every
+#      row that can run (official, reference, sdk, sdk-compiled, engines where their runtime is importable)
+#   3. bench_pairs, CPM prompt: official, reference, sdk, sdk-compiled, one timed pass each (the compiled
+#      graphs come from inductor's cache of step 2)
+# Logs and JSON go to $OUT (or /tmp/sd4match-gpu): env.log, cuda_tests.log, pairs_single.{log,json},
+# pairs_cpm.{log,json}. Every step has its own time limit, so the whole run ends within 8 minutes even if
+# a compilation is slow; bench_pairs rewrites its JSON after every row, so a cut-off run keeps the rows done.
+#
+# The GPU machine has no diffusers: carry its wheels in .whl/ (ignored by git), made on this machine with
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
+# and run:  device run --carry .whl -- bash benchmarks/gpu_session.sh
 set -u
 cd "$(dirname "$0")/.." || exit 1
-export PYTHONUNBUFFERED=1 PYTHON=${PYTHON:-python3} HF_HUB_OFFLINE=1
+export PYTHONUNBUFFERED=1 PYTHON=${PYTHON:-python3} HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error DIFFUSERS_VERBOSITY=error
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/sd4match-inductor}  # shared by every step
 OUT=${OUT:-/tmp/sd4match-gpu}
 mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -17,19 +28,24 @@ else
   export PYTHONPATH=$PWD
 fi
 section() { echo; echo "=================== $* ($(date +%T))"; }
+PAIRS="benchmarks/bench_pairs.py --model sd21 --device cuda --image-size 768 --ensemble 8 --pairs 8 --batch 8 --repeats 3"
 
 section environment
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-$PYTHON -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  $PYTHON -c "import torch, diffusers, transformers, onnxruntime as o; print('torch', torch.__version__, 'diffusers', \
+diffusers.__version__, 'transformers', transformers.__version__, 'onnxruntime', o.__version__, o.get_available_providers())"
+  lscpu | grep 'Model name'
+} 2>&1 | tee "$OUT/env.log"
 
-section "1. fused kernel"
-timeout 330 bash benchmarks/gpu_kernel_check.sh 2>&1 | tee "$OUT/kernel.log"
+section "1. CUDA-only paths (pytest -m gpu)"
+timeout 100 $PYTHON -m pytest -q -m gpu -p no:cacheprovider -rs tests/features/test_cuda.py 2>&1 | tee "$OUT/cuda_tests.log"
 
-section "2. feature extraction, SD 2.1 architecture, fp16, E=8"
-timeout 150 $PYTHON benchmarks/bench_features.py --full --device cuda --dtype fp16 --ensemble 8 --repeats 5 \
-  --json "$OUT/features.json" 2>&1 | tee "$OUT/features.log"
+section "2. bench_pairs, Single prompt, SD 2.1 architecture, 768 px, E=8"
+timeout 260 $PYTHON $PAIRS --prompt-kind single --row-timeout 200 --json "$OUT/pairs_single.json" 2>&1 \
+  | tee "$OUT/pairs_single.log"
 
-section "3. training steps/s at batch 9, SD 2.1 architecture"
-timeout 150 $PYTHON benchmarks/bench_train.py --full --device cuda --steps 10 --json "$OUT/bench_train.json" 2>&1 \
-  | tee "$OUT/train.log"
+section "3. bench_pairs, CPM prompt"
+timeout 100 $PYTHON $PAIRS --prompt-kind cpm --repeats 1 --rows official,reference,sdk,sdk-compiled --row-timeout 60 --json "$OUT/pairs_cpm.json" 2>&1 \
+  | tee "$OUT/pairs_cpm.log"
 section done

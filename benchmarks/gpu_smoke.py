@@ -74,7 +74,9 @@ def main() -> None:
 
     @step(f"Matcher on {dev} float32: kernel vs torch matching, match_batch == match")
     def _():
-        mk = Matcher.from_pretrained(str(sd), device=dev, dtype=torch.float32, ensemble=2, image_size=256, matching_backend="kernel")
+        mk = Matcher.from_pretrained(
+            str(sd), device=dev, dtype=torch.float32, vae_dtype=torch.float32, ensemble=2, image_size=256, matching_backend="kernel"
+        )
         mt = Matcher(mk.backend, matching_backend="torch")
         a, b = mk.match(*PAIR, POINTS, seed=1), mt.match(*PAIR, POINTS, seed=1)
         batch = mk.match_batch([(PAIR[0], PAIR[1], POINTS), (PAIR[1], PAIR[0], POINTS[:2])], seed=1)
@@ -91,7 +93,7 @@ def main() -> None:
 
         torch.manual_seed(0)
         torch.save(ConditionalPromptModule(CPMConfig(dino_dim=32, text_dim=32)).state_dict(), tmp / "ckpt.pt")
-        kw = dict(prompt=str(tmp / "ckpt.pt"), dino=str(dino), ensemble=1, image_size=256, dtype=torch.float32)
+        kw = dict(prompt=str(tmp / "ckpt.pt"), dino=str(dino), ensemble=1, image_size=256, dtype=torch.float32, vae_dtype=torch.float32)
         g = Matcher.from_pretrained(str(sd), device=dev, **kw).match(*PAIR, POINTS, seed=2)
         c = Matcher.from_pretrained(str(sd), matching_backend="torch", **kw).match(*PAIR, POINTS, seed=2)
         d = np.abs(g.points - c.points).max()
