@@ -224,17 +224,19 @@ def _peak_memory(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def _timed(fn, device: torch.device, repeats: int) -> tuple[float, object]:
-    """Median wall time of ``fn`` over ``repeats`` runs (synchronised), and the first run's result."""
-    times, first = [], None
+def _timed(fn, device: torch.device, repeats: int) -> tuple[float, float, object]:
+    """Median wall time and median process CPU time (all threads) of ``fn`` over ``repeats`` runs
+    (synchronised), and the first run's result. On a shared CPU the CPU time is the steadier figure."""
+    walls, cpus, first = [], [], None
     for k in range(repeats):
         sync(device)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         out = fn()
         sync(device)
-        times.append(time.perf_counter() - start)
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu)
         first = out if k == 0 else first
-    return float(np.median(times)), first
+    return float(np.median(walls)), float(np.median(cpus)), first
 
 
 def run_row(args: argparse.Namespace) -> dict:
@@ -272,10 +274,10 @@ def run_row(args: argparse.Namespace) -> dict:
     sync(device)
     result["first_calls_s"] = time.perf_counter() - start
     # 2. batch 1 (match), then batch B (match_batch); the first timed pass gives the matches
-    result["b1_s"], result["points_b1"] = _timed(lambda: [one(i) for i in range(len(pairs))], device, args.repeats)
+    result["b1_s"], result["b1_cpu_s"], result["points_b1"] = _timed(lambda: [one(i) for i in range(len(pairs))], device, args.repeats)
     if batch is not None:
         starts = range(0, len(pairs), args.batch)
-        result["b8_s"], chunks = _timed(lambda: [batch(s) for s in starts], device, args.repeats)
+        result["b8_s"], result["b8_cpu_s"], chunks = _timed(lambda: [batch(s) for s in starts], device, args.repeats)
         result["points_b8"] = [p for chunk in chunks for p in chunk]
     result["peak_gib"] = _peak_memory(device)
     if row == "reference" and device.type == "cuda":
@@ -361,9 +363,13 @@ def report(results: list[dict], args: argparse.Namespace, device: torch.device) 
         f"# machine: {done[0]['machine'] if done else machine(device)}",
         "# deviation: largest distance (px) from the float32 eager SDK's batch-1 matches on the same draws",
     ]
+    if not args.device.startswith("cuda"):
+        lines.append("# cpu s/pair: process CPU time (all threads) per pair, steadier than wall time on a shared machine")
     if peak:
         lines.append(f"# bf16 8192^3 matmul: {peak:.0f} TFLOP/s; necessary work per pair: {tflop:.2f} TFLOP (counted)")
-    lines.append(f"{'row':<20} {'pairs/s b1':>10} {'ms/pair b1':>10} {'pairs/s b8':>10} {'ms/pair b8':>10} {'first s':>8} {'peak GiB':>8} {'dev px':>8}" + (f" {'TFLOP/s b8':>10}" if tflop else ""))
+    cpu = not args.device.startswith("cuda")
+    extra = f" {'TFLOP/s b8':>10}" if tflop else (f" {'cpu s/pair b1':>13} {'b8':>6}" if cpu else "")
+    lines.append(f"{'row':<20} {'pairs/s b1':>10} {'ms/pair b1':>10} {'pairs/s b8':>10} {'ms/pair b8':>10} {'first s':>8} {'peak GiB':>8} {'dev px':>8}" + extra)
     for r in results:
         if "b1_s" not in r:
             lines.append(f"{r['row']:<20} skipped: {r.get('skipped') or r.get('error')}")
@@ -372,7 +378,11 @@ def report(results: list[dict], args: argparse.Namespace, device: torch.device) 
         b8 = args.pairs / r["b8_s"] if "b8_s" in r else b1
         r.update(pairs_per_s_b1=b1, pairs_per_s_b8=b8, deviation_px=deviation(r, ref) if ref else float("nan"))
         line = f"{r['row']:<20} {b1:>10.3f} {1e3 / b1:>10.1f} {b8:>10.3f} {1e3 / b8:>10.1f} {r['first_calls_s']:>8.1f} {r['peak_gib']:>8.2f} {r['deviation_px']:>8.4f}"
-        lines.append(line + (f" {b8 * tflop:>10.1f}" if tflop else ""))
+        if tflop:
+            line += f" {b8 * tflop:>10.1f}"
+        elif cpu:
+            line += f" {r['b1_cpu_s'] / args.pairs:>13.1f} {r.get('b8_cpu_s', r['b1_cpu_s']) / args.pairs:>6.1f}"
+        lines.append(line)
     official = next((r for r in done if r["row"] == "official"), None)
     sdk = [r for r in done if r["row"] in HEADLINE]
     if official and sdk:

@@ -22,6 +22,19 @@ def _small(**kw):
     return dict(ensemble=2, image_size=256, matching_backend="torch", **kw)
 
 
+def _pair_features(matcher: Matcher, pair, category=None, seed: int = 0) -> torch.Tensor:
+    """Raw features of one pair (source, target) for a seed, on the CPU."""
+    from sd4match_sdk.images import load_image
+
+    noises = [matcher.draw_pair_noise(seed=seed)]
+    src, trg = (load_image(p) for p in pair)
+    return matcher.backend.extract_pairs([src], [trg], [category], noises).float().cpu()
+
+
+def _relative(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).abs().max() / want.abs().max())
+
+
 def test_float32_on_cuda_equals_the_cpu_reference_without_flag_flips(tiny_sd, demo_pair) -> None:
     """float32 stays exact on CUDA (TF32 off once at build), and no call writes the flag."""
     cpu = Matcher.from_pretrained(str(tiny_sd), **_small())
@@ -30,9 +43,12 @@ def test_float32_on_cuda_equals_the_cpu_reference_without_flag_flips(tiny_sd, de
     src, trg = demo_pair
     got, want = gpu.match(src, trg, POINTS, seed=0), cpu.match(src, trg, POINTS, seed=0)
     assert not torch.backends.cudnn.allow_tf32
-    np.testing.assert_allclose(got.points, want.points, atol=0.01)
+    deviation = np.abs(got.points - want.points).max()
+    print(f"float32 CUDA vs CPU: features {_relative(_pair_features(gpu, demo_pair), _pair_features(cpu, demo_pair)):.2e} rel, matches {deviation:.4f} px")
+    assert _relative(_pair_features(gpu, demo_pair), _pair_features(cpu, demo_pair)) < 1e-4
+    np.testing.assert_allclose(got.points, want.points, atol=0.05)
     batched = gpu.match_batch([(src, trg, POINTS), (trg, src, POINTS)], seed=0)
-    np.testing.assert_allclose(batched[0].points, got.points, atol=0.01)
+    np.testing.assert_allclose(batched[0].points, got.points, atol=0.05)
 
 
 def test_the_default_runs_the_vae_in_float16(tiny_sd, demo_pair) -> None:
@@ -40,15 +56,18 @@ def test_the_default_runs_the_vae_in_float16(tiny_sd, demo_pair) -> None:
     exact = Matcher.from_pretrained(str(tiny_sd), device="cuda", **_small(**FP32))
     assert default.backend.components.vae.dtype == default.backend.components.unet.dtype == torch.float16
     src, trg = demo_pair
+    relative = _relative(_pair_features(default, demo_pair, seed=1), _pair_features(exact, demo_pair, seed=1))
     deviation = np.abs(default.match(src, trg, POINTS, seed=1).points - exact.match(src, trg, POINTS, seed=1).points).max()
-    print(f"float16 default vs float32 on CUDA (tiny model): {deviation:.4f} px")
-    assert np.isfinite(deviation) and deviation < 5.0
+    print(f"float16 default vs float32 on CUDA (tiny model, random weights): features {relative:.2e} rel, matches {deviation:.4f} px")
+    assert relative < 5e-2
 
 
 @pytest.mark.parametrize(
     "kind, precision", [("text", "fp16"), ("single", "fp16"), ("class", "fp16"), ("cpm", "fp16"), ("single", "fp32")]
 )
 def test_compiled_with_cuda_graphs_equals_eager(kind, precision, tiny_sd, tiny_dino, export_prompts, demo_pair) -> None:
+    """Features within float tolerance of eager; in float32 the matches too. Batched calls replay
+    the same graphs (one pair per batch) and give the single-call matches."""
     prompt = "a photo of a {category}" if kind == "text" else str(export_prompts[kind])
     options = _small(prompt=prompt, **(FP32 if precision == "fp32" else {}))
     if kind == "cpm":
@@ -57,13 +76,16 @@ def test_compiled_with_cuda_graphs_equals_eager(kind, precision, tiny_sd, tiny_d
     compiled = Matcher.from_pretrained(str(tiny_sd), device="cuda", compile=True, memory_budget=1, **options)
     cat = "cat" if kind in ("text", "class") else None
     src, trg = demo_pair
-    tolerance = 2e-3 if precision == "fp32" else 0.25
-    for seed in (3, 4):  # a second call replays the captured graphs
-        got, want = compiled.match(src, trg, POINTS, category=cat, seed=seed), eager.match(src, trg, POINTS, category=cat, seed=seed)
-        np.testing.assert_allclose(got.points, want.points, atol=tolerance)
+    for seed in (3, 4):  # the second call replays the captured graphs
+        got, want = _pair_features(compiled, demo_pair, cat, seed), _pair_features(eager, demo_pair, cat, seed)
+        assert _relative(got, want) < (1e-4 if precision == "fp32" else 1e-2)
+    singles = [compiled.match(src, trg, POINTS, category=cat, seed=5), compiled.match(trg, src, POINTS[:2], category=cat, seed=6)]
     pairs = [(src, trg, POINTS, cat), (trg, src, POINTS[:2], cat)]
-    for got, want in zip(compiled.match_batch(pairs, seed=5), eager.match_batch(pairs, seed=5)):
-        np.testing.assert_allclose(got.points, want.points, atol=tolerance)
+    batched = compiled.match_batch(pairs, generators=[torch.Generator().manual_seed(s) for s in (5, 6)])
+    for got, single in zip(batched, singles):
+        np.testing.assert_allclose(got.points, single.points, atol=1e-3)
+    if precision == "fp32":
+        np.testing.assert_allclose(singles[0].points, eager.match(src, trg, POINTS, category=cat, seed=5).points, atol=2e-3)
 
 
 def test_pinned_pipelined_batches_equal_one_at_a_time(tiny_sd, demo_pair) -> None:
