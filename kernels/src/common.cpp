@@ -1,4 +1,4 @@
-// Argument validation, error reporting and the entry points every build has.
+// Argument validation, error reporting and the entry points every build has (with or without CUDA).
 #include <cmath>
 #include <limits>
 #include <sstream>
@@ -163,27 +163,5 @@ sd4m_status sd4m_ksa_check(const sd4m_ksa_args* args) {
 }
 
 const char* sd4m_last_error(void) { return sd4m::g_last_error.c_str(); }
-
-int sd4m_has_cuda(void) {
-#ifdef SD4M_WITH_CUDA
-    return 1;
-#else
-    return 0;
-#endif
-}
-
-#ifndef SD4M_WITH_CUDA
-size_t sd4m_ksa_cuda_workspace_bytes(const sd4m_ksa_args*) { return 0; }
-
-sd4m_status sd4m_ksa_cuda(const sd4m_ksa_args*, void*, void*, size_t) {
-    sd4m::set_error("this build of the sd4match kernels has no CUDA implementation");
-    return SD4M_ERR_UNSUPPORTED;
-}
-
-sd4m_status sd4m_cuda_check_device(int) {
-    sd4m::set_error("this build of the sd4match kernels has no CUDA implementation");
-    return SD4M_ERR_UNSUPPORTED;
-}
-#endif
 
 }  // extern "C"
