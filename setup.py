@@ -3,7 +3,8 @@
 The Python package is pure except for the fused matching kernel (``kernels/``, docs/kernels.md),
 whose one build description is ``kernels/CMakeLists.txt``; this file only drives CMake:
 
-* ``sd4match_sdk._kernels``: the CPU kernel, built whenever a C++17 compiler is present.
+* ``sd4match_sdk._kernels``: the CPU kernel, built whenever a C++17 compiler is present (CMake >= 3.18
+  too: the one on PATH, else the ``cmake`` PyPI package as a build requirement).
 * ``sd4match_sdk._kernels_cuda``: the CUDA kernel, built when CMake finds a CUDA compiler. It links
   the CUDA runtime statically, and the CPU module holds no CUDA code at all, so importing the CPU
   module never needs CUDA libraries.
