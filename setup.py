@@ -170,7 +170,8 @@ class CMakeBuild(build_ext):
         if cuda != "off":
             arch = os.environ.get("SD4MATCH_CUDA_ARCH", "").strip()
             # Unset, the default is kernels/CMakeLists.txt's, not one a previous build left in the cache.
-            args.append(f"-DCMAKE_CUDA_ARCHITECTURES={_cuda_architectures(arch)}" if arch else "-UCMAKE_CUDA_ARCHITECTURES")
+            archs = _cuda_architectures(arch) if arch else None
+            args.append(f"-DCMAKE_CUDA_ARCHITECTURES={archs}" if archs else "-UCMAKE_CUDA_ARCHITECTURES")
             args += _cuda_compiler_args()
         if "CMAKE_GENERATOR" not in os.environ and shutil.which("ninja"):
             args += ["-G", "Ninja"]  # faster than make, and parallel by default
