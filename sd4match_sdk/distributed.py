@@ -39,13 +39,14 @@ DEFAULT_TIMEOUT_S = 1800.0
 
 @contextlib.contextmanager
 def _lost_contact(what: str) -> Iterator[None]:
-    """A collective whose peer died (or whose network failed) raises :class:`DistributedError`."""
+    """A collective whose peer died (gloo: "Connection closed by peer") raises :class:`DistributedError`."""
     try:
         yield
-    except dist.DistError as err:
+    except RuntimeError as err:  # torch.distributed.DistError and gloo's plain RuntimeError
+        first_line = (str(err).splitlines() or [type(err).__name__])[0]
         raise DistributedError(
-            f"lost contact with another process while {what} ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
-            "it probably failed or was stopped: see its message"
+            f"a collective failed while {what} ({first_line}); another process probably failed or was "
+            "stopped: see its message"
         ) from None
 
 
