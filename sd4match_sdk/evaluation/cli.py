@@ -88,11 +88,16 @@ def _run(args: argparse.Namespace, distributed) -> None:
             raise ConfigError("--pair-list applies to --dataset pfwillow only")
         dataset = load_dataset(args.dataset, args.root, split=args.split, frame=args.image_size, **extra)
     with distributed.together("loading the model"):
+        device = device_for_rank(args.device, distributed.local_rank)
+        if device.type == "cuda" and distributed.active:
+            import torch
+
+            torch.cuda.set_device(device)  # NCCL works on the process's current device
         matcher = Matcher.from_pretrained(
             args.model,
             prompt=args.prompt,
             dino=args.dino,
-            device=device_for_rank(args.device, distributed.local_rank),
+            device=device,
             timestep=args.timestep,
             ensemble=args.ensemble,
             image_size=args.image_size,

@@ -132,8 +132,8 @@ class Trainer:
         self.output_dir = Path(config.output_dir)
         # 2. Put the frozen models on the device (under torchrun: this process's GPU)
         self.device = resolve_device(config.device, self.dist.local_rank)
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)  # NCCL and autocast follow the current device
+        if self.device.type == "cuda" and self.dist.active:
+            torch.cuda.set_device(self.device)  # NCCL works on the process's current device
         self.amp_dtype = autocast_dtype(config.precision, self.device)
         self.extractor = frozen_extractor(components, config, self.device)
         self.latent_shape = self.extractor.latent_shape(config.image_size)
