@@ -67,10 +67,10 @@ def assert_two_processes_write_one_process_json(args: list, tmp_path) -> dict:
 
 def test_two_processes_on_pfwillow_equal_one(tiny_sd, pfwillow_root, tmp_path):
     args = ["--dataset", "pfwillow", "--root", pfwillow_root, "--pair-list", "test_pairs_DERIVED.csv", "--model", tiny_sd,
-            "--image-size", "256", "--ensemble", "2", "--max-pairs", "30", "--batch-size", "3", "--workers", "1",
+            "--image-size", "256", "--ensemble", "2", "--max-pairs", "16", "--batch-size", "3", "--workers", "1",
             "--alpha", "0.05", "0.1", "0.5", "--no-progress"]  # fmt: skip
     payload = assert_two_processes_write_one_process_json(args, tmp_path)
-    assert payload["num_pairs"] == 30 and payload["settings"]["batch_size"] == 3
+    assert payload["num_pairs"] == 16 and payload["settings"]["batch_size"] == 3
     assert any(p["pck"]["0.5"] > 0 for p in payload["pairs"])
 
 

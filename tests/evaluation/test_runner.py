@@ -122,13 +122,13 @@ def test_evaluation_with_a_seed_is_reproducible_wherever_the_data_lives(tiny_sd,
 
 def test_batched_images_give_the_matches_of_one_at_a_time(matcher256, pfwillow_root, monkeypatch):
     dataset = PFWillowDataset(pfwillow_root, pair_list="test_pairs_DERIVED.csv", frame=256)
-    single = evaluate(matcher256, dataset, alphas=(0.1, 0.5), seed=4, max_pairs=20, progress=False)
+    single = evaluate(matcher256, dataset, alphas=(0.1, 0.5), seed=4, max_pairs=10, progress=False)
     batches = []
     extract = matcher256.backend.extract_images
     monkeypatch.setattr(matcher256.backend, "extract_images", lambda images, *a: batches.append(len(images)) or extract(images, *a))
-    batched = evaluate(matcher256, dataset, alphas=(0.1, 0.5), seed=4, max_pairs=20, progress=False, batch_size=4, workers=1)
-    images = {str(p) for r in dataset.records[:20] for p in (r.source_path, r.target_path)}
-    assert max(batches) == 4 and sum(batches) == len(images) < 40  # batches of 4, each unique image once
+    batched = evaluate(matcher256, dataset, alphas=(0.1, 0.5), seed=4, max_pairs=10, progress=False, batch_size=4, workers=1)
+    images = {str(p) for r in dataset.records[:10] for p in (r.source_path, r.target_path)}
+    assert max(batches) == 4 and sum(batches) == len(images) < 20  # batches of 4, each unique image once
     assert [p["pck"] for p in batched.pairs] == [p["pck"] for p in single.pairs]
     assert batched.summary.overall == single.summary.overall
     for a, b in zip(single.pairs, batched.pairs):  # a batched UNet rounds differently: ~1e-4 px here
@@ -145,10 +145,10 @@ def test_cpm_computes_each_image_tokens_once_and_equals_match(tiny_sd, tiny_dino
     calls = []
     tokens = matcher.backend.dino_tokens
     monkeypatch.setattr(matcher.backend, "dino_tokens", lambda images: calls.append(len(images)) or tokens(images))
-    result = evaluate(matcher, dataset, alphas=(0.1,), seed=2, max_pairs=8, progress=False, batch_size=3)
-    images = {str(p) for r in dataset.records[:8] for p in (r.source_path, r.target_path)}
-    assert calls == [1] * len(images) and len(images) < 16  # one DINOv2 call per image, shared by its pairs
-    for entry in result.pairs[:3]:  # the same matches as one match() per pair with the pair's seed
+    result = evaluate(matcher, dataset, alphas=(0.1,), seed=2, max_pairs=6, progress=False, batch_size=3)
+    images = {str(p) for r in dataset.records[:6] for p in (r.source_path, r.target_path)}
+    assert calls == [1] * len(images) and len(images) < 12  # one DINOv2 call per image, shared by its pairs
+    for entry in result.pairs[:2]:  # the same matches as one match() per pair with the pair's seed
         sample = dataset[entry["index"]]
         query = frame_to_pixels(torch.from_numpy(sample.source_kps).float(), sample.source_size, 256)
         generator = seeded_generator(2, "pair", sample.record.name, sample.index)
