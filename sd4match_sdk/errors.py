@@ -22,6 +22,7 @@ __all__ = [
     "BackendUnavailableError",
     "EngineError",
     "DatasetError",
+    "DistributedError",
 ]
 
 
@@ -106,3 +107,7 @@ class EngineError(SD4MatchError):
 
 class DatasetError(SD4MatchError, ValueError):
     """A dataset file is missing or malformed."""
+
+
+class DistributedError(SD4MatchError):
+    """Another process of a multi-process run (torchrun) failed, or the processes could not meet."""

@@ -177,31 +177,43 @@ class PairDataset:
         """Categories present in this split, sorted."""
         return sorted({r.category for r in self.records})
 
-    def sample(self, index: int, source_image: np.ndarray, target_image: np.ndarray) -> PairSample:
-        """Build the sample of pair ``index`` from its decoded images (frame keypoints, threshold)."""
+    def frame_keypoints(
+        self, index: int, source_size: tuple[int, int], target_size: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Pair ``index``'s keypoints and PCK threshold in the frame, for images of these ``(W, H)``.
+
+        Returns:
+            ``(source_kps, target_kps, threshold)``: ``(N, 2)`` float64 frame keypoints (flipped,
+            clamped) and the threshold (taken before the clamp).
+        """
         record = self.records[index]
         frame = self.frame
-        size0 = (source_image.shape[1], source_image.shape[0])
-        size1 = (target_image.shape[1], target_image.shape[0])
-        kps0 = pixels_to_frame(np.asarray(record.source_kps, np.float64), size0, frame)
-        kps1 = pixels_to_frame(np.asarray(record.target_kps, np.float64), size1, frame)
+        kps0 = pixels_to_frame(np.asarray(record.source_kps, np.float64), source_size, frame)
+        kps1 = pixels_to_frame(np.asarray(record.target_kps, np.float64), target_size, frame)
         bbox1 = None
         if record.target_bbox is not None:
             # Mirroring moves the box but keeps its width and height, hence the threshold.
-            bbox1 = pixels_to_frame(np.asarray(record.target_bbox, np.float64).reshape(2, 2), size1, frame)
+            bbox1 = pixels_to_frame(np.asarray(record.target_bbox, np.float64).reshape(2, 2), target_size, frame)
             bbox1 = bbox1.reshape(4)
         if record.flip:
             kps0, kps1 = mirror_in_frame(kps0, frame), mirror_in_frame(kps1, frame)
         threshold = pck_threshold(record.threshold_kind, frame, kps1, bbox1)
+        return clamp_to_frame(kps0, frame), clamp_to_frame(kps1, frame), threshold
+
+    def sample(self, index: int, source_image: np.ndarray, target_image: np.ndarray) -> PairSample:
+        """Build the sample of pair ``index`` from its decoded images (frame keypoints, threshold)."""
+        size0 = (source_image.shape[1], source_image.shape[0])
+        size1 = (target_image.shape[1], target_image.shape[0])
+        kps0, kps1, threshold = self.frame_keypoints(index, size0, size1)
         return PairSample(
             index=index,
-            record=record,
+            record=self.records[index],
             source_image=source_image,
             target_image=target_image,
-            source_kps=clamp_to_frame(kps0, frame),
-            target_kps=clamp_to_frame(kps1, frame),
+            source_kps=kps0,
+            target_kps=kps1,
             threshold=threshold,
-            frame=frame,
+            frame=self.frame,
         )
 
     def __getitem__(self, index: int) -> PairSample:

@@ -29,6 +29,12 @@ class FeatureBackend(Protocol):
         prompt_kind: the kind of prompt it holds (text, single, class, cpm).
         categories: category names of a class prompt (else empty).
         latent_shape: ``(4, S/8, S/8)``, the shape of one image's noise draws.
+
+    Optional, for CPM prompts on backends that run DINOv2 apart from the UNet (the PyTorch
+    backend; an engine runs it inside its prompt network): ``dino_tokens(images) -> (B, 256, D)``
+    and ``extract_pairs(..., tokens=(source_tokens, target_tokens))``, so that a caller can compute
+    each image's tokens once and reuse them in all its pairs (the evaluation runner does,
+    docs/design.md §9.5).
     """
 
     name: str

@@ -115,12 +115,27 @@ class TorchFeatureBackend:
             return batch_features(self.extractor, batch.to(self.device), contexts.to(self.device))
 
     @torch.inference_mode()
-    def pair_contexts(self, sources: list[np.ndarray], targets: list[np.ndarray], categories: list[str | None]) -> Tensor:
-        """``(P, 77, D)`` one context per pair (shared by both images)."""
+    def dino_tokens(self, images: list[np.ndarray]) -> Tensor:
+        """``(B, 256, D)`` DINOv2 patch tokens of ``images``, the CPM's input (float32, on the device)."""
+        if self.dino is None:
+            raise ConfigError("DINOv2 tokens are the input of a CPM prompt; this backend holds another kind of prompt")
+        return dino_patch_tokens(self.dino, dino_pixels(self.dino_processor, images))
+
+    @torch.inference_mode()
+    def pair_contexts(
+        self,
+        sources: list[np.ndarray],
+        targets: list[np.ndarray],
+        categories: list[str | None],
+        tokens: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """``(P, 77, D)`` one context per pair (shared by both images); a CPM uses ``tokens``
+        (sources', targets' :meth:`dino_tokens`) when given, else runs DINOv2 on the pairs."""
         if self.prompt.kind is PromptKind.CPM:
-            tokens = dino_patch_tokens(self.dino, dino_pixels(self.dino_processor, sources + targets))
-            p = len(sources)
-            return self.prompt.pair(tokens[:p], tokens[p:])
+            if tokens is None:
+                both = self.dino_tokens(sources + targets)
+                tokens = both[: len(sources)], both[len(sources) :]
+            return self.prompt.pair(tokens[0].to(self.device), tokens[1].to(self.device))
         return torch.cat([self.prompt.fixed(c) for c in categories])
 
     def extract_pairs(
@@ -129,8 +144,9 @@ class TorchFeatureBackend:
         targets: list[np.ndarray],
         categories: list[str | None],
         noises: list[tuple[ImageNoise, ImageNoise]],
+        tokens: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        contexts = per_image(self.pair_contexts(sources, targets, categories))
+        contexts = per_image(self.pair_contexts(sources, targets, categories, tokens))
         batch = ImageBatch.from_pairs(sources, targets, noises, self.feature_config.image_size, categories)
         return self._run(batch, contexts)
 

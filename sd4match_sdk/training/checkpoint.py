@@ -1,8 +1,10 @@
 """The resumable training state: one file, written atomically, read without running code.
 
 ``state.pt`` holds everything a run needs to continue exactly where it stopped: the step, the
-prompt parameters, Adam's moments, the fp16 grad scaler, the training-noise generator, the best
-validation score and the validation history, and the config it was trained with. It is written
+prompt parameters, Adam's moments, the fp16 grad scaler, the best validation score and the
+validation history, and the config it was trained with. The data order and the training noise
+are functions of ``(seed, step)`` (docs/design.md §8.8), so no generator state is needed, and a run
+resumes the same way on any number of processes. Under torchrun only rank 0 writes it. It is written
 with ``torch.save`` to a temporary file and renamed over the old one, so a kill at any moment
 leaves either the previous or the new state, never a torn file; it is read with
 ``torch.load(weights_only=True)``.
@@ -23,7 +25,8 @@ from .config import TrainConfig
 
 __all__ = ["STATE_FORMAT", "save_state", "load_state", "check_resumable"]
 
-STATE_FORMAT = "sd4match-train-state/1"
+#: Version 2: per-pair noise seeded by (seed, step, position); version 1 drew from one generator.
+STATE_FORMAT = "sd4match-train-state/2"
 
 
 def save_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -52,6 +55,11 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
         raise ConfigError(f"{path}: cannot read the training state ({err}); delete it to start over") from None
+    if isinstance(state, dict) and state.get("format") == "sd4match-train-state/1":
+        raise ConfigError(
+            f"{path} was written by an older sd4match-sdk whose training noise came from one generator; "
+            "this version cannot continue that noise stream: train into another output_dir (or delete the state)"
+        )
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ConfigError(f"{path}: not an sd4match training state (format {STATE_FORMAT} expected)")
     return state

@@ -6,7 +6,12 @@ Example (the paper's SD4Match-CPM on SPair-71k)::
 
 Rerunning the same command after a kill resumes from ``<out>/state.pt``. Any config key can be
 overridden with ``--set key=value`` (e.g. ``--set micro_batch_size=9 --set num_workers=8``).
-Heavy imports happen inside :func:`main`, so ``--help`` is instant.
+On several GPUs or machines, launch the same arguments with ``torchrun`` (docs/distributed.md)::
+
+    torchrun --nproc-per-node 3 -m sd4match_sdk.training --config training/configs/cpm_spair.toml ...
+
+The step's ``batch_size`` pairs are then shared out across the processes, and the result does
+not depend on their number. Heavy imports happen inside :func:`main`, so ``--help`` is instant.
 """
 
 from __future__ import annotations
@@ -40,26 +45,37 @@ def _raise_interrupt(signum, frame) -> None:  # noqa: ARG001 - signal handler si
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``sd4match-train``; returns the exit code."""
+    """Entry point of ``sd4match-train`` (and ``python -m sd4match_sdk.training``); returns the exit code."""
     args = _build_parser().parse_args(argv)
+    from ..distributed import close_distributed, init_distributed
     from ..errors import SD4MatchError
 
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a scheduler's SIGTERM saves the state like Ctrl-C
+    where, stopped = "", False
     try:
-        _run(args)
+        distributed = init_distributed()
+        where = f" ({distributed.describe()})" if distributed.active else ""
+        try:
+            stopped = _run(args, distributed)
+        finally:
+            close_distributed(distributed)
     except SD4MatchError as err:
-        print(f"sd4match-train: error: {err}", file=sys.stderr)
+        print(f"sd4match-train: error{where}: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("sd4match-train: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        stopped = True
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stopped:
+        print(f"sd4match-train{where}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
     return 0
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace, distributed) -> bool:
+    """Train; ``True`` when the run stopped early on a signal."""
     from ..config import DEFAULT_DINO_MODEL, default_sd_model
     from ..data import load_dataset
     from ..errors import ConfigError
@@ -67,31 +83,41 @@ def _run(args: argparse.Namespace) -> None:
     from .config import load_train_config, parse_override
     from .trainer import Trainer
 
-    overrides = dict(parse_override(o) for o in args.overrides)
-    for key, value in (("root", args.root), ("output_dir", args.out), ("model", args.model), ("dino", args.dino),
-                       ("prompt", args.prompt), ("dataset", args.dataset), ("max_steps", args.steps),
-                       ("device", args.device)):  # fmt: skip
-        if value is not None:
-            overrides[key] = value
-    config = load_train_config(args.config, **overrides)
-    if not config.root:
-        raise ConfigError("no dataset directory: pass --root DIR (or set root in the config)")
-    train_set = load_dataset(config.dataset, config.root, split=config.train_split, frame=config.image_size)
-    val_set = load_dataset(config.dataset, config.root, split=config.val_split, frame=config.image_size) if config.val_split else None
-    components = load_sd_components(config.model or default_sd_model())
-    dino = load_dino(config.dino or DEFAULT_DINO_MODEL) if config.prompt == "cpm" else None
-    trainer = Trainer(config, components, train_set, val_set, dino, progress=not args.no_progress,
-                      tensorboard=not args.no_tensorboard)  # fmt: skip
+    with distributed.together("reading the config and the dataset"):  # a bad launch stops every rank here
+        overrides = dict(parse_override(o) for o in args.overrides)
+        for key, value in (("root", args.root), ("output_dir", args.out), ("model", args.model), ("dino", args.dino),
+                           ("prompt", args.prompt), ("dataset", args.dataset), ("max_steps", args.steps),
+                           ("device", args.device)):  # fmt: skip
+            if value is not None:
+                overrides[key] = value
+        config = load_train_config(args.config, **overrides)
+        if not config.root:
+            raise ConfigError("no dataset directory: pass --root DIR (or set root in the config)")
+        train_set = load_dataset(config.dataset, config.root, split=config.train_split, frame=config.image_size)
+        val_set = load_dataset(config.dataset, config.root, split=config.val_split, frame=config.image_size) if config.val_split else None
+    with distributed.together("loading the models"):
+        components = load_sd_components(config.model or default_sd_model())
+        dino = load_dino(config.dino or DEFAULT_DINO_MODEL) if config.prompt == "cpm" else None
+    with distributed.together("preparing the run"):
+        trainer = Trainer(config, components, train_set, val_set, dino, progress=not args.no_progress,
+                          tensorboard=not args.no_tensorboard, distributed=distributed)  # fmt: skip
+    if distributed.active:  # stop every process after the same step (signals reach each one)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: trainer.request_stop())
     total = config.total_steps(len(train_set))
-    print(
-        f"sd4match-train: {config.prompt} prompt on {config.dataset} {config.train_split} ({len(train_set)} pairs), "
-        f"{total} steps of {config.batch_size} pairs (micro-batch {config.micro_batch}), t={config.timestep}, "
-        f"device {trainer.device}, autocast {trainer.amp_dtype or 'off'}"
-        + (f"; resuming at step {trainer.step}" if trainer.resumed else "")
-    )
+    processes = f" on {distributed.world_size} processes" if distributed.active else ""
+    if distributed.is_main:
+        print(
+            f"sd4match-train: {config.prompt} prompt on {config.dataset} {config.train_split} ({len(train_set)} pairs), "
+            f"{total} steps of {config.batch_size} pairs{processes} (micro-batch {config.micro_batch}), t={config.timestep}, "
+            f"device {trainer.device}, autocast {trainer.amp_dtype or 'off'}"
+            + (f"; resuming at step {trainer.step}" if trainer.resumed else "")
+        )
     result = trainer.run()
-    best = f", best val NN-PCK@{config.val_alpha:g} {result.best_score:.4f} at step {result.best_step}" if result.best_step >= 0 else ""
-    print(f"sd4match-train: done at step {result.step}{best}; prompts in {config.output_dir}")
+    if distributed.is_main and not result.stopped:
+        best = f", best val NN-PCK@{config.val_alpha:g} {result.best_score:.4f} at step {result.best_step}" if result.best_step >= 0 else ""
+        print(f"sd4match-train: done at step {result.step}{best}; prompts in {config.output_dir}")
+    return result.stopped
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..distributed import device_for_rank
 from ..errors import ConfigError
 from ..prompts import PromptKind
 
@@ -49,18 +50,14 @@ def autocast_dtype(precision: str | TrainPrecision, device: torch.device) -> tor
     return TrainPrecision(precision).autocast_dtype(device)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU.
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; under torchrun ``auto``/``cuda`` is the node's GPU
+    ``local_rank`` (:func:`~sd4match_sdk.distributed.device_for_rank`).
 
     Raises:
-        ConfigError: CUDA asked for but not available.
+        ConfigError: CUDA asked for but not available, or more processes on a node than GPUs.
     """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available; use device = 'cpu'")
-    return device
+    return device_for_rank(name, local_rank)
 
 
 def _enum_value(name: str, value: Any, enum: type[StrEnum], allowed: tuple | None = None) -> StrEnum:
@@ -89,10 +86,12 @@ class TrainConfig:
         train_split, val_split: dataset splits.
         epochs: passes over the training pairs (SPair 5, PF-Pascal 90: about 30k steps at batch 9).
         max_steps: stop after this many optimiser steps instead (0: ``epochs`` decides).
-        batch_size: pairs per optimiser step (9).
-        micro_batch_size: pairs per forward/backward; the step's micro-batches each divide their
-            summed pair losses by the step's number of pairs, so the accumulated gradient is the mean
-            over all its pairs whatever the split (0: no accumulation).
+        batch_size: pairs per optimiser step (9), all processes together: under torchrun each
+            process takes a contiguous block of the step's pairs (docs/design.md §8.8).
+        micro_batch_size: pairs per forward/backward on each process; every micro-batch divides its
+            summed pair losses by the step's number of pairs, so the accumulated (and, with several
+            processes, all-reduced) gradient is the mean over all its pairs whatever the split
+            (0: a process's whole share at once).
         lr: Adam learning rate of the prompt tokens and CPM embeddings (1e-2).
         network_lr: Adam learning rate of the CPM's g_d and g_n (1e-3).
         timestep: diffusion timestep of training and validation features (261).
@@ -101,14 +100,15 @@ class TrainConfig:
         beta: softmax temperature of the loss (0.04).
         label_kernel, label_sigma: the Gaussian label (7 x 7, sigma 1.5 cells).
         precision: ``auto`` (fp16 autocast on CUDA, fp32 on CPU), ``fp16``, ``bf16`` or ``fp32``.
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ...
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ...; under torchrun
+            ``auto`` and ``cuda`` give each process its own GPU (``cuda:LOCAL_RANK``).
         val_every: validate every N steps (0: once per epoch, as the official scripts).
         val_max_pairs: validate on the first N pairs of the val split only (0: all).
         val_alpha: PCK alpha used for model selection (0.1).
         checkpoint_every: write the resumable training state every N steps (also after each
             validation and at the end).
         seed: seeds the prompt initialisation, the data order, the training noise and validation.
-        num_workers: DataLoader worker processes that decode and resize images.
+        num_workers: DataLoader worker processes (per training process) that decode and resize images.
         gradient_checkpointing: recompute UNet activations in the backward pass (less memory).
         dino_cache: directory for cached DINOv2 tokens of the CPM (empty: in memory only).
         cpm_global, cpm_cond: CPM global and conditional prompt lengths (25, 50).

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+
+import multiprocess  # tests/, on pytest's pythonpath
 
 from sd4match_sdk.evaluation.cli import main
 
@@ -37,3 +41,51 @@ def test_eval_cli_errors(spair_root, tmp_path, capsys):
     assert "spair root directory is missing" in capsys.readouterr().err
     assert main(["--dataset", "spair", "--root", str(spair_root), "--pair-list", "x.csv"]) == 2
     assert "--pair-list applies to --dataset pfwillow only" in capsys.readouterr().err
+
+
+TIMING = ("seconds", "pairs_per_second")
+
+
+def without_timing(text: str) -> str:
+    """The JSON text without its timing lines (the only fields allowed to differ between runs)."""
+    return "\n".join(line for line in text.splitlines() if not line.strip().startswith(tuple(f'"{t}"' for t in TIMING)))
+
+
+def assert_two_processes_write_one_process_json(args: list, tmp_path) -> dict:
+    two = multiprocess.torchrun("sd4match_sdk.evaluation", [*args, "--out", tmp_path / "two.json"])
+    assert two.returncode == 0, two.stderr[-4000:]
+    assert "| 2 processes" in two.stdout
+    with multiprocess.one_thread():  # torchrun's workers run one thread each; float sums depend on it
+        assert main([*map(str, args), "--out", str(tmp_path / "one.json")]) == 0
+    one_text, two_text = (tmp_path / "one.json").read_text(), (tmp_path / "two.json").read_text()
+    one, two = json.loads(one_text), json.loads(two_text)
+    assert {k for k in one if one[k] != two[k]} <= set(TIMING)
+    assert one["pairs"] == two["pairs"] and one["pck"] == two["pck"]  # matched keypoints bit for bit
+    assert without_timing(one_text) == without_timing(two_text)  # byte-identical but for the timing
+    return one
+
+
+def test_two_processes_on_pfwillow_equal_one(tiny_sd, pfwillow_root, tmp_path):
+    args = ["--dataset", "pfwillow", "--root", pfwillow_root, "--pair-list", "test_pairs_DERIVED.csv", "--model", tiny_sd,
+            "--image-size", "256", "--ensemble", "2", "--max-pairs", "16", "--batch-size", "3", "--workers", "1",
+            "--alpha", "0.05", "0.1", "0.5", "--no-progress"]  # fmt: skip
+    payload = assert_two_processes_write_one_process_json(args, tmp_path)
+    assert payload["num_pairs"] == 16 and payload["settings"]["batch_size"] == 3
+    assert any(p["pck"]["0.5"] > 0 for p in payload["pairs"])
+
+
+def test_two_processes_on_spair_with_a_cpm_prompt_equal_one(tiny_sd, tiny_dino, cpm_prompt_file, spair_root, tmp_path):
+    args = ["--dataset", "spair", "--root", spair_root, "--model", tiny_sd, "--prompt", cpm_prompt_file, "--dino", tiny_dino,
+            "--image-size", "256", "--ensemble", "1", "--batch-size", "1", "--workers", "0", "--no-progress"]  # fmt: skip
+    payload = assert_two_processes_write_one_process_json(args, tmp_path)
+    assert payload["settings"]["prompt_kind"] == "cpm" and payload["num_pairs"] == 4
+
+
+def test_the_module_is_the_command(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "100")  # argparse wraps the help to the terminal width
+    module = subprocess.run([sys.executable, "-m", "sd4match_sdk.evaluation", "--help"], capture_output=True, text=True,
+                            env=multiprocess.environment(COLUMNS="100"), timeout=300)  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert module.returncode == 0 and module.stdout == capsys.readouterr().out
+    assert module.stdout.startswith("usage: sd4match-eval")

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from safetensors import safe_open
+
+import multiprocess  # tests/, on pytest's pythonpath
+import training_runs
 
 from sd4match_sdk import Matcher
 from sd4match_sdk.prompts import PromptKind, load_prompt
@@ -90,3 +96,29 @@ def test_cli_errors(tmp_path, capsys):
     assert "batch_size must be a int" in capsys.readouterr().err
     assert main(["--config", str(CONFIGS / "single_spair.toml"), "--root", str(tmp_path), "--set", "batchsize=9"]) == 2
     assert "unknown config key(s) batchsize" in capsys.readouterr().err
+
+
+def test_the_module_is_the_command(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "100")  # argparse wraps the help to the terminal width
+    module = subprocess.run([sys.executable, "-m", "sd4match_sdk.training", "--help"], capture_output=True, text=True,
+                            env=multiprocess.environment(COLUMNS="100"), timeout=300)  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert module.returncode == 0 and module.stdout == capsys.readouterr().out
+    assert module.stdout.startswith("usage: sd4match-train")
+
+
+def test_a_rank_without_the_dataset_stops_every_rank(tiny_sd, spair_root, tmp_path):
+    good = training_runs.train_args(spair_root, tiny_sd, tmp_path / "out")
+    bad = training_runs.train_args(tmp_path / "nowhere", tiny_sd, tmp_path / "out")
+    processes = multiprocess.by_hand("sd4match_sdk.training", [good, bad])  # as on two nodes, one lacking the data
+    try:
+        errors = [p.communicate(timeout=300)[1] for p in processes]  # a hang would wait for the 30 min timeout
+    finally:
+        for p in processes:
+            p.kill()
+    assert [p.returncode for p in processes] == [2, 2]
+    assert f"sd4match-train: error (rank 1 of 2): {tmp_path / 'nowhere'}: spair root directory is missing" in errors[1]
+    assert ("sd4match-train: error (rank 0 of 2): rank 1 of 2 failed while reading the config and the dataset "
+            "(DatasetError: ") in errors[0]  # fmt: skip
+    assert not (tmp_path / "out").exists()  # nothing was started
