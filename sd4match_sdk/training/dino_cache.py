@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..atomic import atomic_path
 from ..models.dino import dino_patch_tokens, dino_pixels
 
 __all__ = ["DinoTokenCache", "dino_cache_key"]
@@ -74,16 +74,8 @@ class DinoTokenCache:
             return
         from safetensors.torch import save_file
 
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self._file(key)
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=self.directory)
-        os.close(fd)
-        try:
-            save_file({"tokens": tokens.contiguous()}, tmp, metadata={"key": key, "model": self.model_id})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(self._file(key)) as tmp:
+            save_file({"tokens": tokens.contiguous()}, str(tmp), metadata={"key": key, "model": self.model_id})
 
     def get(self, keys: Sequence[str], images: Sequence[np.ndarray]) -> Tensor:
         """Tokens of several images, ``(B, 256, D)`` float32 on the CPU.

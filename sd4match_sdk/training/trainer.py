@@ -25,7 +25,6 @@ written every ``checkpoint_every`` steps, after each validation, at the end and 
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,7 +53,7 @@ from ..ops.geometry import frame_to_grid
 from ..ops.loss import pair_loss
 from ..prompts import PromptKind, save_prompt
 from ..prompts.trainable import TrainablePrompt, build_trainable_prompt
-from .checkpoint import check_resumable, load_state, save_state
+from .checkpoint import check_resumable, check_state, load_state, save_state
 from .config import TrainConfig, autocast_dtype, resolve_device
 from .data import TrainBatch, check_splits, step_loader
 from .dino_cache import DinoTokenCache
@@ -187,6 +186,7 @@ class Trainer:
         if not self.state_path.is_file():
             return False
         state = load_state(self.state_path)
+        check_state(state, self.state_path, self.prompt, self.optimizer)  # damaged files stop here, clearly
         check_resumable(state["config"], self.config, self.state_path)
         self.prompt.load_state_dict(state["prompt"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -328,7 +328,7 @@ class Trainer:
         # 1. Record the settings and open the logs
         cfg = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        write_json(self.output_dir / "config.json", cfg.to_dict())  # atomic, like every file the run writes
         total = cfg.total_steps(len(self.train_set))
         writer = open_tensorboard(self.output_dir, self.step) if self.tensorboard else None
         bar = tqdm(total=total, initial=self.step, unit="step", disable=not self.progress, dynamic_ncols=True)
