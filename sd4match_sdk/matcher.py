@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checks import resolve_device
 from .config import FeatureConfig, MatchConfig, MatchingBackend, MatchMethod, default_sd_model
-from .engine.directory import is_engine_directory
+from .engine.directory import check_not_unfinished_engine, is_engine_directory
 from .engine.format import EngineRuntime
 from .engine.runtime import open_engine
 from .errors import ConfigError
@@ -122,9 +123,9 @@ class Matcher:
         dino: str | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
-        timestep: int = 50,
-        ensemble: int = 8,
-        image_size: int = 768,
+        timestep: int | None = None,
+        ensemble: int | None = None,
+        image_size: int | None = None,
         method: str | MatchMethod = MatchMethod.KERNEL_SOFTARGMAX,
         sigma: float = 7.0,
         beta: float = 0.04,
@@ -142,31 +143,36 @@ class Matcher:
                 Engines carry their prompt: leave it ``None``.
             dino: DINOv2 directory or hub id for CPM prompts (``facebook/dinov2-base`` if ``None``).
             device: ``"cpu"``, ``"cuda"``, ...
-            dtype: UNet/text-encoder dtype; float16 on CUDA and float32 on CPU when ``None``.
-                The VAE encoder always runs in float32.
-            timestep: diffusion timestep t (50, the released testing setting).
-            ensemble: noise draws averaged per image (8).
-            image_size: side of the square model frame (768).
+            dtype: UNet/text-encoder dtype; float16 on CUDA and float32 on CPU when ``None``
+                (an engine's: its precision). The VAE encoder always runs in float32.
+            timestep: diffusion timestep t (``None``: 50, the released testing setting, or the
+                engine's).
+            ensemble: noise draws averaged per image (``None``: 8, or the engine's).
+            image_size: side of the square model frame (``None``: 768, or the engine's).
             method: ``"kernel_softargmax"`` (default), ``"softargmax"`` or ``"nn"``.
             sigma: Kernel-Soft-Argmax Gaussian width in grid cells (7).
             beta: softmax temperature (0.04).
             matching_backend: ``"auto"``, ``"torch"`` or ``"kernel"``.
             engine_runtime: for engine directories: ``"auto"`` (TensorRT when the directory holds
                 plans, else ONNX Runtime), ``"onnxruntime"`` or ``"tensorrt"``. An engine's image
-                size, timestep, ensemble and dtype come from its manifest (the arguments above
-                are ignored for engines).
+                size, timestep, ensemble and dtype come from its manifest: leave them ``None``
+                (a different explicit value is refused, not ignored).
 
         Raises:
-            ModelNotFoundError: weights cannot be found; WeightsError: they load incompletely;
-            PromptError: the prompt cannot be read or does not fit the model.
+            ConfigError: a setting of the wrong type or range, a device this machine lacks, or an
+            explicit setting an engine cannot honour; ModelNotFoundError: weights cannot be found;
+            WeightsError: they load incompletely; PromptError: the prompt cannot be read or does
+            not fit the model; EngineError: an engine directory is incomplete or invalid.
         """
         match_config = MatchConfig(method=method, sigma=sigma, beta=beta)
-        device = torch.device(device)
+        device = resolve_device(device)
         model = model or default_sd_model()
+        requested = {"image_size": image_size, "timestep": timestep, "ensemble": ensemble, "dtype": dtype, "dino": dino}
         if is_engine_directory(model):
-            backend: FeatureBackend = _open_engine_backend(model, prompt, device, engine_runtime)
+            backend: FeatureBackend = _open_engine_backend(model, prompt, device, engine_runtime, requested)
         else:
-            feature_config = FeatureConfig(image_size=image_size, timestep=timestep, ensemble=ensemble)
+            check_not_unfinished_engine(model)
+            feature_config = _feature_config(image_size, timestep, ensemble)
             backend = _load_torch_backend(model, prompt, dino, device, dtype, feature_config)
         return cls(backend, match_config, matching_backend)
 
@@ -365,14 +371,22 @@ class Matcher:
         return results
 
 
-def _open_engine_backend(path: str, prompt: Any, device: torch.device, runtime: str | EngineRuntime) -> FeatureBackend:
-    """An exported engine directory (ONNX Runtime or TensorRT); its prompt is baked in."""
+def _feature_config(image_size: int | None, timestep: int | None, ensemble: int | None) -> FeatureConfig:
+    """The PyTorch path's settings: the faithful defaults where ``None``."""
+    given = {"image_size": image_size, "timestep": timestep, "ensemble": ensemble}
+    return FeatureConfig(**{k: v for k, v in given.items() if v is not None})
+
+
+def _open_engine_backend(
+    path: str, prompt: Any, device: torch.device, runtime: str | EngineRuntime, requested: dict[str, Any]
+) -> FeatureBackend:
+    """An exported engine directory (ONNX Runtime or TensorRT); its prompt and settings are baked in."""
     if prompt is not None:
         raise ConfigError(
             f"{path!r} is an engine directory: its prompt was baked in at export (prompt=None here); "
             "export another engine for another prompt (sd4match-export --prompt ...)"
         )
-    return open_engine(path, device, runtime)
+    return open_engine(path, device, runtime, requested)
 
 
 def _load_torch_backend(
