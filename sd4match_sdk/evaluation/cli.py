@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..console import add_verbose_flag, check_output_file, run_command
+
 __all__ = ["main"]
 
 
@@ -24,46 +26,46 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default=None, help="prompt file (.safetensors, caption.pt, ckpt.pt) or a text prompt; empty prompt if omitted")
     p.add_argument("--dino", default=None, help="DINOv2 directory or hub id for CPM prompts (default facebook/dinov2-base)")
     p.add_argument("--split", default="test", help="trn, val or test (default test)")
-    p.add_argument("--timestep", type=int, default=50, help="diffusion timestep (default 50, the released setting)")
-    p.add_argument("--ensemble", type=int, default=8, help="noise draws averaged per image (default 8)")
+    p.add_argument("--timestep", type=int, default=None, help="diffusion timestep (default 50, the released setting, or an engine's)")
+    p.add_argument("--ensemble", type=int, default=None, help="noise draws averaged per image (default 8, or an engine's)")
     p.add_argument("--alpha", type=float, nargs="+", default=[0.05, 0.1, 0.15], help="PCK alphas (default 0.05 0.1 0.15)")
     p.add_argument("--method", default="kernel_softargmax", choices=["kernel_softargmax", "softargmax", "nn"])
-    p.add_argument("--image-size", type=int, default=768, help="side of the square model frame (default 768)")
+    p.add_argument("--image-size", type=int, default=None, help="side of the square model frame (default 768, or an engine's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise; each image/pair gets its own stream (default 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--max-pairs", type=int, default=0, help="evaluate only the first N pairs (default: all)")
     p.add_argument("--pair-list", default=None, help="PF-Willow pair csv relative to --root (default test_pairs.csv)")
     p.add_argument("--out", default=None, help="write the results (settings, table values, per-pair PCK) as JSON")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_verbose_flag(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sd4match-eval``; returns the exit code."""
     args = _build_parser().parse_args(argv)
-    from ..errors import SD4MatchError
-
-    try:
-        _run(args)
-    except SD4MatchError as err:
-        print(f"sd4match-eval: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command("sd4match-eval", lambda: _run(args), args.verbose)
 
 
 def _run(args: argparse.Namespace) -> None:
+    from ..checks import check_seed
     from ..data import load_dataset
     from ..errors import ConfigError
+    from ..ops.pck import check_alphas
     from ..matcher import Matcher
     from .report import format_table, write_json
     from .runner import evaluate
 
     if args.max_pairs < 0:
         raise ConfigError(f"--max-pairs must be >= 0 (got {args.max_pairs})")
+    check_alphas(args.alpha)
+    check_seed(args.seed, "--seed")
+    if args.out:
+        check_output_file(args.out, "--out")
     extra = {"pair_list": args.pair_list} if args.pair_list else {}
     if extra and args.dataset != "pfwillow":
         raise ConfigError("--pair-list applies to --dataset pfwillow only")
-    dataset = load_dataset(args.dataset, args.root, split=args.split, frame=args.image_size, **extra)
+    dataset = load_dataset(args.dataset, args.root, split=args.split, frame=args.image_size or 768, **extra)
     matcher = Matcher.from_pretrained(
         args.model,
         prompt=args.prompt,
@@ -74,6 +76,7 @@ def _run(args: argparse.Namespace) -> None:
         image_size=args.image_size,
         method=args.method,
     )
+    dataset = dataset.reframed(matcher.feature_config.image_size)  # an engine's own image size
     result = evaluate(
         matcher, dataset, alphas=args.alpha, seed=args.seed, max_pairs=args.max_pairs or None, progress=not args.no_progress
     )

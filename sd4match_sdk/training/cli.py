@@ -15,6 +15,8 @@ import argparse
 import signal
 import sys
 
+from ..console import add_verbose_flag, check_output_dir, run_command
+
 __all__ = ["main"]
 
 
@@ -32,6 +34,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs")
+    add_verbose_flag(p)
     return p
 
 
@@ -42,21 +45,15 @@ def _raise_interrupt(signum, frame) -> None:  # noqa: ARG001 - signal handler si
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sd4match-train``; returns the exit code."""
     args = _build_parser().parse_args(argv)
-    from ..errors import SD4MatchError
-
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a scheduler's SIGTERM saves the state like Ctrl-C
     try:
-        _run(args)
-    except SD4MatchError as err:
-        print(f"sd4match-train: error: {err}", file=sys.stderr)
-        return 2
+        return run_command("sd4match-train", lambda: _run(args), args.verbose)
     except KeyboardInterrupt:
         print("sd4match-train: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return 0
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -64,7 +61,7 @@ def _run(args: argparse.Namespace) -> None:
     from ..data import load_dataset
     from ..errors import ConfigError
     from ..models.loading import load_dino, load_sd_components
-    from .config import load_train_config, parse_override
+    from .config import load_train_config, parse_override, resolve_device
     from .trainer import Trainer
 
     overrides = dict(parse_override(o) for o in args.overrides)
@@ -76,6 +73,8 @@ def _run(args: argparse.Namespace) -> None:
     config = load_train_config(args.config, **overrides)
     if not config.root:
         raise ConfigError("no dataset directory: pass --root DIR (or set root in the config)")
+    check_output_dir(config.output_dir, "--out")
+    resolve_device(config.device)
     train_set = load_dataset(config.dataset, config.root, split=config.train_split, frame=config.image_size)
     val_set = load_dataset(config.dataset, config.root, split=config.val_split, frame=config.image_size) if config.val_split else None
     components = load_sd_components(config.model or default_sd_model())
