@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path``, on error it is removed.
 
     The parent folder is created when missing. The temporary file already exists (empty) when
-    the block starts; writers that open the path for writing (``torch.save``, safetensors'
-    ``save_file``, ``open(..., "w")``) keep its permissions.
+    the block starts, with the permissions ``open()`` would give; a writer that replaces it
+    instead of writing into it (safetensors' ``save_file`` creates 0600 files) gets those
+    permissions back before the rename.
 
     Example:
         >>> with atomic_path("state.pt") as tmp:  # doctest: +SKIP
@@ -53,8 +55,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_temporary(path)
+    wanted = stat.S_IMODE(os.stat(tmp).st_mode)  # 0o666 & ~umask, without reading the umask
     try:
         yield tmp
+        if stat.S_IMODE(os.stat(tmp).st_mode) != wanted:  # writers that replace the file (safetensors) make it 0600
+            os.chmod(tmp, wanted)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

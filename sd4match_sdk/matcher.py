@@ -167,12 +167,13 @@ class Matcher:
         match_config = MatchConfig(method=method, sigma=sigma, beta=beta)
         device = resolve_device(device)
         model = model or default_sd_model()
-        requested = {"image_size": image_size, "timestep": timestep, "ensemble": ensemble, "dtype": dtype, "dino": dino}
-        if is_engine_directory(model):
-            backend: FeatureBackend = _open_engine_backend(model, prompt, device, engine_runtime, requested)
+        settings = {"image_size": image_size, "timestep": timestep, "ensemble": ensemble}
+        if is_engine_directory(model):  # its prompt and settings are baked in: explicit others are refused
+            requested = {**settings, "dtype": dtype, "dino": dino, "prompt": prompt}
+            backend: FeatureBackend = open_engine(model, device, engine_runtime, requested)
         else:
             check_not_unfinished_engine(model)
-            feature_config = _feature_config(image_size, timestep, ensemble)
+            feature_config = FeatureConfig(**{k: v for k, v in settings.items() if v is not None})
             backend = _load_torch_backend(model, prompt, dino, device, dtype, feature_config)
         return cls(backend, match_config, matching_backend)
 
@@ -369,24 +370,6 @@ class Matcher:
             f0, f1 = feats[2 * k : 2 * k + 1], feats[2 * k + 1 : 2 * k + 2]
             results[i] = self._match(f0, f1, queries[i], size(sources[i]), size(targets[i]))
         return results
-
-
-def _feature_config(image_size: int | None, timestep: int | None, ensemble: int | None) -> FeatureConfig:
-    """The PyTorch path's settings: the faithful defaults where ``None``."""
-    given = {"image_size": image_size, "timestep": timestep, "ensemble": ensemble}
-    return FeatureConfig(**{k: v for k, v in given.items() if v is not None})
-
-
-def _open_engine_backend(
-    path: str, prompt: Any, device: torch.device, runtime: str | EngineRuntime, requested: dict[str, Any]
-) -> FeatureBackend:
-    """An exported engine directory (ONNX Runtime or TensorRT); its prompt and settings are baked in."""
-    if prompt is not None:
-        raise ConfigError(
-            f"{path!r} is an engine directory: its prompt was baked in at export (prompt=None here); "
-            "export another engine for another prompt (sd4match-export --prompt ...)"
-        )
-    return open_engine(path, device, runtime, requested)
 
 
 def _load_torch_backend(

@@ -136,11 +136,17 @@ def numeric_array(values: object, path: Path | str, what: str) -> np.ndarray:
         raw = np.asarray(values)
     except (TypeError, ValueError):  # ragged: numpy refuses inhomogeneous lists
         raw = None
-    if raw is None or raw.dtype.kind not in "iuf":
+    if raw is None or raw.dtype.kind not in "iuf" or _holds_bool(values):  # [True, 1] is an int array
         raise DatasetError(
             f"{path}: {what} must be a rectangular list of numbers (got {values!r:.120}); fix or remove this annotation"
         )
     return raw.astype(np.float64)
+
+
+def _holds_bool(values: object) -> bool:
+    if isinstance(values, (list, tuple)):
+        return any(_holds_bool(v) for v in values)
+    return isinstance(values, (bool, np.bool_))
 
 
 @contextlib.contextmanager

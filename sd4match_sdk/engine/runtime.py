@@ -66,7 +66,7 @@ def load_dino_processor(engine_dir: str | Path, manifest: EngineManifest) -> Any
     from transformers import AutoImageProcessor
 
     path = Path(engine_dir) / DINO_PROCESSOR_DIR
-    if not path.is_dir() or path.is_symlink():
+    if not path.is_dir():
         raise EngineError(
             f"CPM engine {str(engine_dir)!r} lacks its {DINO_PROCESSOR_DIR}/ folder; re-export it with sd4match-export"
         )
@@ -231,8 +231,8 @@ def check_requested_settings(manifest: EngineManifest, requested: dict[str, Any]
 
     Args:
         manifest: the engine's manifest.
-        requested: ``{"image_size", "timestep", "ensemble", "dtype", "dino"}`` as passed; ``None``
-            means "the engine's own value".
+        requested: ``{"image_size", "timestep", "ensemble", "dtype", "dino", "prompt"}`` as passed;
+            ``None`` means "the engine's own value" (its prompt, for ``prompt``).
 
     Raises:
         ConfigError: a setting that is not the engine's (or not an integer where one is needed).
@@ -255,6 +255,11 @@ def check_requested_settings(manifest: EngineManifest, requested: dict[str, Any]
         if name == "dino":
             raise ConfigError(
                 "dino= applies to the PyTorch path; an engine carries its DINOv2 in prompt_net.onnx: pass dino=None"
+            )
+        if name == "prompt":
+            raise ConfigError(
+                "this is an engine directory: its prompt was baked in at export (prompt=None here); "
+                "export another engine for another prompt (sd4match-export --prompt ...)"
             )
 
 

@@ -74,7 +74,7 @@ def load_prompt(prompt: str | os.PathLike | PromptWeights | None) -> PromptWeigh
         return check_prompt_weights(prompt)
     if not isinstance(prompt, (str, os.PathLike)):
         raise ConfigError(f"prompt must be None, a text, a file path or PromptWeights (got {type(prompt).__name__})")
-    if isinstance(prompt, os.PathLike) or Path(prompt).exists():
+    if isinstance(prompt, os.PathLike) or (prompt.strip() and Path(prompt).exists()):
         return load_prompt_file(prompt)
     if looks_like_path(prompt):
         raise PromptError(
@@ -180,13 +180,15 @@ def _weights_of_kind(kind: PromptKind, tensors: dict[str, Tensor], meta: dict[st
 
 
 def _float_tensors(tensors: dict[str, Tensor], path: Path | str) -> dict[str, Tensor]:
-    """float32 copies of a file's tensors, refusing integer/bool/complex ones (never cast silently)."""
+    """float32 copies of a file's tensors, refusing integer/bool/complex ones (never cast
+    silently) and NaN/inf values, under the names the file uses."""
     wrong = {k: str(v.dtype).removeprefix("torch.") for k, v in tensors.items() if not v.is_floating_point()}
     if wrong:
         raise PromptError(
             f"{str(path)!r} holds non-floating-point tensors {wrong}; prompt tensors are float32/float16/bfloat16 "
             "embeddings. The file is damaged or not a prompt: re-save it with sd4match_sdk.save_prompt"
         )
+    _check_values(tensors, str(path))
     return {k: v.float() for k, v in tensors.items()}
 
 
@@ -211,7 +213,10 @@ def check_prompt_weights(weights: PromptWeights, source: str | os.PathLike = "th
     tensors = dict(weights.token_embeds) if kind is not PromptKind.CPM else dict(weights.cpm_state or {})
     _check_values(tensors, where)
     if kind is PromptKind.CPM:
-        ConditionalPromptModule.from_state_dict(tensors)  # ranks and sizes, now rather than at first use
+        try:
+            ConditionalPromptModule.from_state_dict(tensors)  # ranks and sizes, now rather than at first use
+        except PromptError as err:
+            raise PromptError(f"{where}: {err}") from None
         return weights
     _check_token_embeds(kind, tensors, where)
     return weights
