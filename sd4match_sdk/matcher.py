@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checks import resolve_device
+from .checks import check_dtype, check_list, check_name, resolve_device
 from .config import FeatureConfig, MatchConfig, MatchingBackend, MatchMethod, default_sd_model
 from .engine.directory import check_not_unfinished_engine, is_engine_directory
 from .engine.format import EngineRuntime
@@ -165,14 +165,16 @@ class Matcher:
             not fit the model; EngineError: an engine directory is incomplete or invalid.
         """
         match_config = MatchConfig(method=method, sigma=sigma, beta=beta)
-        device = resolve_device(device)
-        model = model or default_sd_model()
+        device, dtype = resolve_device(device), check_dtype(dtype)
+        model = default_sd_model() if model is None else check_name("model", model)
         settings = {"image_size": image_size, "timestep": timestep, "ensemble": ensemble}
         if is_engine_directory(model):  # its prompt and settings are baked in: explicit others are refused
             requested = {**settings, "dtype": dtype, "dino": dino, "prompt": prompt}
             backend: FeatureBackend = open_engine(model, device, engine_runtime, requested)
         else:
             check_not_unfinished_engine(model)
+            if str(engine_runtime) != EngineRuntime.AUTO:
+                raise ConfigError(f"engine_runtime applies to engine directories; {model!r} is a diffusers model: leave it 'auto'")
             feature_config = FeatureConfig(**{k: v for k, v in settings.items() if v is not None})
             backend = _load_torch_backend(model, prompt, dino, device, dtype, feature_config)
         return cls(backend, match_config, matching_backend)
@@ -248,8 +250,9 @@ class Matcher:
         """
         if self.prompt_kind is PromptKind.CPM:
             raise ConfigError("CPM features depend on both images of a pair; use match() or match_batch()")
-        categories = list(categories) if categories is not None else [None] * len(images)
-        generators = list(generators) if generators is not None else [make_generator(seed) for _ in images]
+        images = check_list("images", images)
+        categories = check_list("categories", categories) if categories is not None else [None] * len(images)
+        generators = check_list("generators", generators) if generators is not None else [make_generator(seed) for _ in images]
         if not len(images) == len(categories) == len(generators):
             raise ConfigError(
                 f"features_batch needs one category and one generator per image: got {len(images)} images, "
@@ -277,6 +280,8 @@ class Matcher:
             target: features of the target image.
             points: ``(N, 2)`` ``(x, y)`` pixels of the source image.
         """
+        if not isinstance(source, ImageFeatures) or not isinstance(target, ImageFeatures):
+            raise ConfigError("match_features takes the ImageFeatures of m.features(image) for source and target")
         query = check_points(points, source.size)
         return self._match(source.features, target.features, query, source.size, target.size)
 
@@ -337,7 +342,7 @@ class Matcher:
             generators: one CPU generator per pair, instead of ``seed``.
         """
         items = []
-        for i, pair in enumerate(pairs):
+        for i, pair in enumerate(check_list("pairs", pairs)):
             if not 3 <= len(pair) <= 4:
                 raise ConfigError(f"pair {i} must be (source, target, points[, category]); got {len(pair)} items")
             items.append((pair[0], pair[1], pair[2], pair[3] if len(pair) == 4 else category))

@@ -125,8 +125,11 @@ def load_pair_noise(directory: str | os.PathLike) -> tuple[ImageNoise, ImageNois
         path = Path(directory) / name
         if not path.is_file():
             raise ConfigError(f"noise file {str(path)!r} not found; write the directory with save_pair_noise")
-        array = np.load(path, allow_pickle=False)
-        if array.dtype != np.float32:
-            raise ConfigError(f"noise file {str(path)!r} holds {array.dtype}, expected float32")
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise ConfigError(f"noise file {str(path)!r} is not a .npy array ({err}); write the directory with save_pair_noise") from None
+        if not isinstance(array, np.ndarray) or array.dtype != np.float32:
+            raise ConfigError(f"noise file {str(path)!r} holds {getattr(array, 'dtype', type(array).__name__)}, expected float32; write it with save_pair_noise")
         arrays.append(torch.from_numpy(np.ascontiguousarray(array)))
     return ImageNoise(arrays[0], arrays[1]), ImageNoise(arrays[2], arrays[3])

@@ -140,3 +140,46 @@ class TestDevices:
     def test_auto_and_cpu(self):
         assert resolve_device("cpu") == torch.device("cpu")
         assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class TestArgumentTypes:
+    """Arguments of the wrong kind are ConfigErrors, not TypeErrors from deep inside."""
+
+    @pytest.mark.parametrize(
+        "kwargs, message",
+        [
+            ({"model": 123}, r"model must be a directory or hub id string \(got 123\)"),
+            ({"dtype": "float16"}, r"dtype must be None or a floating torch.dtype \(got 'float16'\); e\.g\. dtype=torch\.float16"),
+            ({"dtype": torch.int8}, r"dtype must be None or a floating torch.dtype"),
+        ],
+    )
+    def test_from_pretrained(self, kwargs, message):
+        with pytest.raises(ConfigError, match=message):
+            Matcher.from_pretrained(**kwargs)
+
+    def test_engine_runtime_is_for_engines(self, tiny_sd):
+        with pytest.raises(ConfigError, match=r"engine_runtime applies to engine directories; .* is a diffusers model: leave it 'auto'"):
+            Matcher.from_pretrained(str(tiny_sd), engine_runtime="tensorrt")
+
+    @pytest.mark.parametrize(
+        "call, message",
+        [
+            (lambda m, a: m.match_batch(None), r"pairs must be a list \(got NoneType\)"),
+            (lambda m, a: m.match_batch(7), r"pairs must be a list \(got int\)"),
+            (lambda m, a: m.features_batch([a], categories=3), r"categories must be a list \(got int\)"),
+            (lambda m, a: m.features_batch(None), r"images must be a list \(got NoneType\)"),
+            (lambda m, a: m.match_features("x", "y", [[1, 2]]), r"match_features takes the ImageFeatures of m\.features\(image\)"),
+        ],
+        ids=["pairs-none", "pairs-int", "categories-int", "images-none", "features-not-features"],
+    )
+    def test_matcher_methods(self, call, message, matcher256, demo_pair):
+        with pytest.raises(ConfigError, match=message):
+            call(matcher256, demo_pair[0])
+
+    def test_a_noise_file_that_is_not_npy(self, tmp_path):
+        from sd4match_sdk.noise import NOISE_FILES, load_pair_noise
+
+        for name in NOISE_FILES:
+            (tmp_path / name).write_bytes(b"junk")
+        with pytest.raises(ConfigError, match=r"eps_vae_source\.npy' is not a \.npy array .*write the directory with save_pair_noise"):
+            load_pair_noise(tmp_path)
