@@ -343,8 +343,8 @@ class Matcher:
         """
         items = []
         for i, pair in enumerate(check_list("pairs", pairs)):
-            if not 3 <= len(pair) <= 4:
-                raise ConfigError(f"pair {i} must be (source, target, points[, category]); got {len(pair)} items")
+            if isinstance(pair, (str, bytes)) or not 3 <= (len(pair) if hasattr(pair, "__len__") else 0) <= 4:
+                raise ConfigError(f"pair {i} must be a tuple (source, target, points[, category]); got {type(pair).__name__} {pair!r:.60}")
             items.append((pair[0], pair[1], pair[2], pair[3] if len(pair) == 4 else category))
         if generators is None:
             generators = [make_generator(seed) for _ in items]

@@ -166,11 +166,13 @@ class TestArgumentTypes:
         [
             (lambda m, a: m.match_batch(None), r"pairs must be a list \(got NoneType\)"),
             (lambda m, a: m.match_batch(7), r"pairs must be a list \(got int\)"),
+            (lambda m, a: m.match_batch([5]), r"pair 0 must be a tuple \(source, target, points\[, category\]\); got int 5"),
+            (lambda m, a: m.match_batch([(a, a)]), r"pair 0 must be a tuple .*got tuple"),
             (lambda m, a: m.features_batch([a], categories=3), r"categories must be a list \(got int\)"),
             (lambda m, a: m.features_batch(None), r"images must be a list \(got NoneType\)"),
             (lambda m, a: m.match_features("x", "y", [[1, 2]]), r"match_features takes the ImageFeatures of m\.features\(image\)"),
         ],
-        ids=["pairs-none", "pairs-int", "categories-int", "images-none", "features-not-features"],
+        ids=["pairs-none", "pairs-int", "pair-int", "pair-of-two", "categories-int", "images-none", "features-not-features"],
     )
     def test_matcher_methods(self, call, message, matcher256, demo_pair):
         with pytest.raises(ConfigError, match=message):
