@@ -145,10 +145,8 @@ class Matcher:
             device: ``"cpu"``, ``"cuda"``, ...
             dtype: UNet/text-encoder dtype; float16 on CUDA and float32 on CPU when ``None``
                 (an engine's: its precision). The VAE encoder always runs in float32.
-            timestep: diffusion timestep t (``None``: 50, the released testing setting, or the
-                engine's).
-            ensemble: noise draws averaged per image (``None``: 8, or the engine's).
-            image_size: side of the square model frame (``None``: 768, or the engine's).
+            timestep, ensemble, image_size: diffusion timestep t, noise draws averaged per image,
+                side of the square model frame; ``None``: 50, 8, 768 (released test), or the engine's.
             method: ``"kernel_softargmax"`` (default), ``"softargmax"`` or ``"nn"``.
             sigma: Kernel-Soft-Argmax Gaussian width in grid cells (7).
             beta: softmax temperature (0.04).
@@ -159,10 +157,9 @@ class Matcher:
                 (a different explicit value is refused, not ignored).
 
         Raises:
-            ConfigError: a setting of the wrong type or range, a device this machine lacks, or an
-            explicit setting an engine cannot honour; ModelNotFoundError: weights cannot be found;
-            WeightsError: they load incompletely; PromptError: the prompt cannot be read or does
-            not fit the model; EngineError: an engine directory is incomplete or invalid.
+            ConfigError: a setting of the wrong type or range, a device this machine lacks, an
+            explicit setting an engine cannot honour; ModelNotFoundError, WeightsError: missing or
+            incomplete weights; PromptError: a bad prompt; EngineError: an invalid engine directory.
         """
         match_config = MatchConfig(method=method, sigma=sigma, beta=beta)
         device, dtype = resolve_device(device), check_dtype(dtype)
