@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+
+from .console import add_verbose_flag, run_command
 
 __all__ = ["main", "parse_points"]
 
@@ -46,25 +47,42 @@ def _build_parser() -> argparse.ArgumentParser:
     match.add_argument("--dino", default=None, help="DINOv2 directory or hub id for CPM prompts (default facebook/dinov2-base)")
     match.add_argument("--category", default=None, help="category for class prompts")
     match.add_argument("--seed", type=int, default=None, help="seed of all noise draws (deterministic matches)")
-    match.add_argument("--ensemble", type=int, default=8, help="noise draws averaged per image (default 8)")
-    match.add_argument("--timestep", type=int, default=50, help="diffusion timestep (default 50)")
+    match.add_argument("--ensemble", type=int, default=None, help="noise draws averaged per image (default 8, or an engine's)")
+    match.add_argument("--timestep", type=int, default=None, help="diffusion timestep (default 50, or an engine's)")
     match.add_argument("--method", default="kernel_softargmax", choices=["kernel_softargmax", "softargmax", "nn"])
     match.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     match.add_argument("--out", default=None, help="write a side-by-side picture of the matches (.png/.jpg)")
     match.add_argument("--json", default=None, help="write the matches as JSON")
+    add_verbose_flag(match)
 
     demo = sub.add_parser("demo", help="run the whole path offline on shipped photos with a tiny random model")
     demo.add_argument("--out", default="sd4match_demo.png", help="picture to write (default sd4match_demo.png)")
     demo.add_argument("--ensemble", type=int, default=8)
     demo.add_argument("--seed", type=int, default=0)
+    add_verbose_flag(demo)
     return parser
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Output paths and the seed, checked before anything slow runs."""
+    from .checks import check_seed
+    from .console import check_image_output, check_output_file
+
+    if args.seed is not None:
+        check_seed(args.seed, "--seed")
+    if args.out:
+        check_image_output(args.out, "--out")
+    if getattr(args, "json", None):
+        check_output_file(args.json, "--json")
+
+
 def _cmd_match(args: argparse.Namespace) -> None:
+    from .atomic import write_text
     from .images import load_image
     from .matcher import Matcher
 
     points = parse_points(args.points)
+    _check_outputs(args)
     source, target = load_image(args.source), load_image(args.target)  # fail fast, before loading models
     matcher = Matcher.from_pretrained(
         args.model,
@@ -80,7 +98,7 @@ def _cmd_match(args: argparse.Namespace) -> None:
     text = json.dumps(payload, indent=2)
     print(text)
     if args.json:
-        Path(args.json).write_text(text + "\n")
+        write_text(args.json, text + "\n")
     if args.out:
         from .viz import draw_matches, save_image
 
@@ -88,20 +106,10 @@ def _cmd_match(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}", file=sys.stderr)
 
 
-def _quiet_libraries() -> None:
-    """Silence diffusers/transformers logs and progress bars (the demo's tiny model needs none)."""
-    import diffusers
-    import transformers
-
-    for lib in (diffusers, transformers):
-        lib.utils.logging.set_verbosity_error()
-        lib.utils.logging.disable_progress_bar()
-
-
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import REAL_WEIGHTS_COMMAND, run_demo
 
-    _quiet_libraries()
+    _check_outputs(args)
     print("sd4match demo: building a tiny SD-2.1-shaped model with RANDOM weights (no download).")
     print("Its matches show that the pipeline runs end to end; they are not meaningful.")
     out = run_demo(args.out, ensemble=args.ensemble, seed=args.seed)
@@ -115,14 +123,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sd4match`` console script; returns the exit code."""
     args = _build_parser().parse_args(argv)
-    from .errors import SD4MatchError
-
-    try:
-        {"match": _cmd_match, "demo": _cmd_demo}[args.command](args)
-    except SD4MatchError as err:
-        print(f"sd4match: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    command = {"match": _cmd_match, "demo": _cmd_demo}[args.command]
+    return run_command("sd4match", lambda: command(args), args.verbose)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checks import check_dtype, check_list, check_name, resolve_device
 from .config import FeatureConfig, MatchConfig, MatchingBackend, MatchMethod, default_sd_model
-from .engine.directory import is_engine_directory
+from .engine.directory import check_not_unfinished_engine, is_engine_directory
 from .engine.format import EngineRuntime
 from .engine.runtime import open_engine
 from .errors import ConfigError
@@ -122,9 +123,9 @@ class Matcher:
         dino: str | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
-        timestep: int = 50,
-        ensemble: int = 8,
-        image_size: int = 768,
+        timestep: int | None = None,
+        ensemble: int | None = None,
+        image_size: int | None = None,
         method: str | MatchMethod = MatchMethod.KERNEL_SOFTARGMAX,
         sigma: float = 7.0,
         beta: float = 0.04,
@@ -142,31 +143,36 @@ class Matcher:
                 Engines carry their prompt: leave it ``None``.
             dino: DINOv2 directory or hub id for CPM prompts (``facebook/dinov2-base`` if ``None``).
             device: ``"cpu"``, ``"cuda"``, ...
-            dtype: UNet/text-encoder dtype; float16 on CUDA and float32 on CPU when ``None``.
-                The VAE encoder always runs in float32.
-            timestep: diffusion timestep t (50, the released testing setting).
-            ensemble: noise draws averaged per image (8).
-            image_size: side of the square model frame (768).
+            dtype: UNet/text-encoder dtype; float16 on CUDA and float32 on CPU when ``None``
+                (an engine's: its precision). The VAE encoder always runs in float32.
+            timestep, ensemble, image_size: diffusion timestep t, noise draws averaged per image,
+                side of the square model frame; ``None``: 50, 8, 768 (released test), or the engine's.
             method: ``"kernel_softargmax"`` (default), ``"softargmax"`` or ``"nn"``.
             sigma: Kernel-Soft-Argmax Gaussian width in grid cells (7).
             beta: softmax temperature (0.04).
             matching_backend: ``"auto"``, ``"torch"`` or ``"kernel"``.
             engine_runtime: for engine directories: ``"auto"`` (TensorRT when the directory holds
                 plans, else ONNX Runtime), ``"onnxruntime"`` or ``"tensorrt"``. An engine's image
-                size, timestep, ensemble and dtype come from its manifest (the arguments above
-                are ignored for engines).
+                size, timestep, ensemble and dtype come from its manifest: leave them ``None``
+                (a different explicit value is refused, not ignored).
 
         Raises:
-            ModelNotFoundError: weights cannot be found; WeightsError: they load incompletely;
-            PromptError: the prompt cannot be read or does not fit the model.
+            ConfigError: a setting of the wrong type or range, a device this machine lacks, an
+            explicit setting an engine cannot honour; ModelNotFoundError, WeightsError: missing or
+            incomplete weights; PromptError: a bad prompt; EngineError: an invalid engine directory.
         """
         match_config = MatchConfig(method=method, sigma=sigma, beta=beta)
-        device = torch.device(device)
-        model = model or default_sd_model()
-        if is_engine_directory(model):
-            backend: FeatureBackend = _open_engine_backend(model, prompt, device, engine_runtime)
+        device, dtype = resolve_device(device), check_dtype(dtype)
+        model = default_sd_model() if model is None else check_name("model", model)
+        settings = {"image_size": image_size, "timestep": timestep, "ensemble": ensemble}
+        if is_engine_directory(model):  # its prompt and settings are baked in: explicit others are refused
+            requested = {**settings, "dtype": dtype, "dino": dino, "prompt": prompt}
+            backend: FeatureBackend = open_engine(model, device, engine_runtime, requested)
         else:
-            feature_config = FeatureConfig(image_size=image_size, timestep=timestep, ensemble=ensemble)
+            check_not_unfinished_engine(model)
+            if str(engine_runtime) != EngineRuntime.AUTO:
+                raise ConfigError(f"engine_runtime applies to engine directories; {model!r} is a diffusers model: leave it 'auto'")
+            feature_config = FeatureConfig(**{k: v for k, v in settings.items() if v is not None})
             backend = _load_torch_backend(model, prompt, dino, device, dtype, feature_config)
         return cls(backend, match_config, matching_backend)
 
@@ -241,8 +247,9 @@ class Matcher:
         """
         if self.prompt_kind is PromptKind.CPM:
             raise ConfigError("CPM features depend on both images of a pair; use match() or match_batch()")
-        categories = list(categories) if categories is not None else [None] * len(images)
-        generators = list(generators) if generators is not None else [make_generator(seed) for _ in images]
+        images = check_list("images", images)
+        categories = check_list("categories", categories) if categories is not None else [None] * len(images)
+        generators = check_list("generators", generators) if generators is not None else [make_generator(seed) for _ in images]
         if not len(images) == len(categories) == len(generators):
             raise ConfigError(
                 f"features_batch needs one category and one generator per image: got {len(images)} images, "
@@ -270,6 +277,8 @@ class Matcher:
             target: features of the target image.
             points: ``(N, 2)`` ``(x, y)`` pixels of the source image.
         """
+        if not isinstance(source, ImageFeatures) or not isinstance(target, ImageFeatures):
+            raise ConfigError("match_features takes the ImageFeatures of m.features(image) for source and target")
         query = check_points(points, source.size)
         return self._match(source.features, target.features, query, source.size, target.size)
 
@@ -330,9 +339,9 @@ class Matcher:
             generators: one CPU generator per pair, instead of ``seed``.
         """
         items = []
-        for i, pair in enumerate(pairs):
-            if not 3 <= len(pair) <= 4:
-                raise ConfigError(f"pair {i} must be (source, target, points[, category]); got {len(pair)} items")
+        for i, pair in enumerate(check_list("pairs", pairs)):
+            if isinstance(pair, (str, bytes)) or not 3 <= (len(pair) if hasattr(pair, "__len__") else 0) <= 4:
+                raise ConfigError(f"pair {i} must be a tuple (source, target, points[, category]); got {type(pair).__name__} {pair!r:.60}")
             items.append((pair[0], pair[1], pair[2], pair[3] if len(pair) == 4 else category))
         if generators is None:
             generators = [make_generator(seed) for _ in items]
@@ -363,16 +372,6 @@ class Matcher:
             f0, f1 = feats[2 * k : 2 * k + 1], feats[2 * k + 1 : 2 * k + 2]
             results[i] = self._match(f0, f1, queries[i], size(sources[i]), size(targets[i]))
         return results
-
-
-def _open_engine_backend(path: str, prompt: Any, device: torch.device, runtime: str | EngineRuntime) -> FeatureBackend:
-    """An exported engine directory (ONNX Runtime or TensorRT); its prompt is baked in."""
-    if prompt is not None:
-        raise ConfigError(
-            f"{path!r} is an engine directory: its prompt was baked in at export (prompt=None here); "
-            "export another engine for another prompt (sd4match-export --prompt ...)"
-        )
-    return open_engine(path, device, runtime)
 
 
 def _load_torch_backend(

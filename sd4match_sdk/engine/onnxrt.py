@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..errors import EngineError
 from ..runtimes import import_onnxruntime
-from .directory import verify_files
-from .format import EngineRuntime, GraphName
+from .format import GraphName
+from .graph_files import checked_onnx_graph
 from .manifest import EngineManifest
 
 __all__ = ["OnnxRuntimeRunner", "onnxruntime_runners", "select_providers"]
@@ -34,6 +37,20 @@ def select_providers(device: torch.device, available: list[str]) -> list[Any]:
     return ["CPUExecutionProvider"]
 
 
+@contextlib.contextmanager
+def _engine_errors(path: Path, action: str) -> Iterator[None]:
+    """ONNX Runtime's errors (its own types, all at this boundary) as an EngineError naming the file."""
+    try:
+        yield
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises Fail, InvalidArgument, RuntimeException, ...
+        raise EngineError(
+            f"ONNX Runtime could not {action} {str(path)!r} ({type(err).__name__}: {err}); the engine file does not "
+            "match this SDK's graphs or inputs: re-export the engine with sd4match-export"
+        ) from None
+
+
 class OnnxRuntimeRunner:
     """One ONNX graph in an ``onnxruntime.InferenceSession``.
 
@@ -45,9 +62,11 @@ class OnnxRuntimeRunner:
 
     def __init__(self, path: str | Path, providers: list[Any], outputs: list[str] | None = None) -> None:
         ort = import_onnxruntime()
+        self.path = Path(path)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: the CPU fallback of shape nodes is expected
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        with _engine_errors(self.path, "open"):
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         self.outputs = outputs or [o.name for o in self.session.get_outputs()]
 
     @property
@@ -56,7 +75,8 @@ class OnnxRuntimeRunner:
 
     def run(self, feeds: dict[str, Tensor]) -> dict[str, Tensor]:
         arrays = {k: v.detach().cpu().numpy() for k, v in feeds.items()}
-        results = self.session.run(self.outputs, arrays)
+        with _engine_errors(self.path, "run"):
+            results = self.session.run(self.outputs, arrays)
         return {name: torch.from_numpy(r) for name, r in zip(self.outputs, results)}
 
 
@@ -64,11 +84,13 @@ def onnxruntime_runners(engine_dir: Path, manifest: EngineManifest, device: torc
     """Check the ONNX files against the manifest and open one session per graph.
 
     Raises:
-        EngineError: a file is missing or differs from the manifest.
+        EngineError: a file is missing, outside the directory or differs from the manifest; a
+            graph's inputs/outputs differ from the manifest; ONNX Runtime cannot open a graph.
         BackendUnavailableError: onnxruntime is not installed.
     """
     ort = import_onnxruntime()
-    verify_files(engine_dir, manifest, [f for g in manifest.graphs.values() for f in g.files(EngineRuntime.ONNXRUNTIME)])
+    for name in manifest.graphs:  # the .onnx, every external-data file it references, its interface
+        checked_onnx_graph(engine_dir, manifest, name)
     providers = select_providers(device, ort.get_available_providers())
     return {
         name: OnnxRuntimeRunner(engine_dir / graph.onnx, providers, ["features"] if name == GraphName.UNET else None)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..console import add_verbose_flag, check_output_file, run_command
+
 __all__ = ["main"]
 
 
@@ -31,11 +33,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default=None, help="prompt file (.safetensors, caption.pt, ckpt.pt) or a text prompt; empty prompt if omitted")
     p.add_argument("--dino", default=None, help="DINOv2 directory or hub id for CPM prompts (default facebook/dinov2-base)")
     p.add_argument("--split", default="test", help="trn, val or test (default test)")
-    p.add_argument("--timestep", type=int, default=50, help="diffusion timestep (default 50, the released setting)")
-    p.add_argument("--ensemble", type=int, default=8, help="noise draws averaged per image (default 8)")
+    p.add_argument("--timestep", type=int, default=None, help="diffusion timestep (default 50, the released setting, or an engine's)")
+    p.add_argument("--ensemble", type=int, default=None, help="noise draws averaged per image (default 8, or an engine's)")
     p.add_argument("--alpha", type=float, nargs="+", default=[0.05, 0.1, 0.15], help="PCK alphas (default 0.05 0.1 0.15)")
     p.add_argument("--method", default="kernel_softargmax", choices=["kernel_softargmax", "softargmax", "nn"])
-    p.add_argument("--image-size", type=int, default=768, help="side of the square model frame (default 768)")
+    p.add_argument("--image-size", type=int, default=None, help="side of the square model frame (default 768, or an engine's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise; each image/pair gets its own stream (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available; under torchrun each process's own GPU), cpu, cuda, cuda:1, ...")
     p.add_argument("--batch-size", type=int, default=1,
@@ -46,33 +48,35 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair-list", default=None, help="PF-Willow pair csv relative to --root (default test_pairs.csv)")
     p.add_argument("--out", default=None, help="write the results (settings, table values, per-pair PCK) as JSON")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_verbose_flag(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sd4match-eval`` (and ``python -m sd4match_sdk.evaluation``); returns the exit code."""
     args = _build_parser().parse_args(argv)
-    from ..distributed import close_distributed, init_distributed
-    from ..errors import SD4MatchError
+    where = {"text": ""}
+    return run_command("sd4match-eval", lambda: _evaluate(args, where), args.verbose, lambda: where["text"])
 
-    where = ""
+
+def _evaluate(args: argparse.Namespace, where: dict) -> None:
+    """Join torchrun's process group (when launched by it), evaluate, leave the group."""
+    from ..distributed import close_distributed, init_distributed
+
+    distributed = init_distributed()
+    where["text"] = f" ({distributed.describe()})" if distributed.active else ""
     try:
-        distributed = init_distributed()
-        where = f" ({distributed.describe()})" if distributed.active else ""
-        try:
-            _run(args, distributed)
-        finally:
-            close_distributed(distributed)
-    except SD4MatchError as err:
-        print(f"sd4match-eval: error{where}: {err}", file=sys.stderr)
-        return 2
-    return 0
+        _run(args, distributed)
+    finally:
+        close_distributed(distributed)
 
 
 def _run(args: argparse.Namespace, distributed) -> None:
+    from ..checks import check_seed
     from ..data import load_dataset
     from ..distributed import device_for_rank
     from ..errors import ConfigError
+    from ..ops.pck import check_alphas
     from ..matcher import Matcher
     from .report import format_table, write_json
     from .runner import evaluate
@@ -83,10 +87,14 @@ def _run(args: argparse.Namespace, distributed) -> None:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(args, name)})")
         if args.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1 (got {args.batch_size})")
+        check_alphas(args.alpha)
+        check_seed(args.seed, "--seed")
+        if args.out:
+            check_output_file(args.out, "--out")
         extra = {"pair_list": args.pair_list} if args.pair_list else {}
         if extra and args.dataset != "pfwillow":
             raise ConfigError("--pair-list applies to --dataset pfwillow only")
-        dataset = load_dataset(args.dataset, args.root, split=args.split, frame=args.image_size, **extra)
+        dataset = load_dataset(args.dataset, args.root, split=args.split, frame=args.image_size or 768, **extra)
     with distributed.together("loading the model"):
         device = device_for_rank(args.device, distributed.local_rank)
         if device.type == "cuda" and distributed.active:
@@ -103,6 +111,7 @@ def _run(args: argparse.Namespace, distributed) -> None:
             image_size=args.image_size,
             method=args.method,
         )
+    dataset = dataset.reframed(matcher.feature_config.image_size)  # an engine's own image size
     result = evaluate(
         matcher, dataset, alphas=args.alpha, seed=args.seed, max_pairs=args.max_pairs or None,
         progress=not args.no_progress, batch_size=args.batch_size, workers=args.workers, distributed=distributed,

@@ -18,7 +18,7 @@ import torch
 from ..config import DEFAULT_DINO_MODEL, DEFAULT_SD_MODEL, SD_MODEL_ENV
 from ..errors import ModelNotFoundError, WeightsError
 
-__all__ = ["SDComponents", "load_sd_components", "load_dino", "check_loading_info"]
+__all__ = ["SDComponents", "load_sd_components", "load_dino", "check_loading_info", "check_text_width"]
 
 
 @dataclass
@@ -29,7 +29,7 @@ class SDComponents:
     vae: Any  # diffusers.AutoencoderKL
     text_encoder: Any  # transformers.CLIPTextModel
     tokenizer: Any  # transformers.CLIPTokenizer
-    scheduler: Any  # diffusers scheduler with add_noise / alphas_cumprod
+    scheduler: Any  # diffusers scheduler; only its alphas_cumprod is used (docs/design.md §3.7)
     source: str  # the directory or hub id they came from
 
 
@@ -53,6 +53,24 @@ def check_loading_info(info: dict[str, Any], what: str, source: str) -> None:
             f"{what} from {source!r} did not load completely: " + "; ".join(problems) + ". "
             "The checkpoint does not match the architecture (wrong model, or key names this "
             "diffusers/transformers version cannot map); refusing to run with random layers."
+        )
+
+
+def check_text_width(text_encoder: Any, unet: Any, source: str) -> None:
+    """Raise unless the text encoder's width equals the UNet's cross-attention width.
+
+    Raises:
+        WeightsError: the two come from different models (e.g. an SD 1.5 text encoder, width 768,
+            with the SD 2.1 UNet, 1024); the mismatch would otherwise fail at the first match.
+    """
+    width = int(text_encoder.config.hidden_size)
+    cross = unet.config.cross_attention_dim
+    widths = set(cross) if isinstance(cross, (list, tuple)) else {cross}
+    if widths != {width}:
+        raise WeightsError(
+            f"the text encoder in {source!r} is {width} wide but the UNet's cross-attention takes "
+            f"{', '.join(map(str, sorted(widths)))}: the components come from different models. Use one "
+            "SD 2.1 directory (text_encoder/ and unet/ of the same pipeline)"
         )
 
 
@@ -95,7 +113,8 @@ def load_sd_components(model: str, dtype: torch.dtype = torch.float32) -> SDComp
             model, subfolder="text_encoder", output_loading_info=True, dtype=dtype
         )
         tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
-        # The scheduler class the checkpoint names (DDIM for SD 2.1); only add_noise is used.
+        # The scheduler class the checkpoint names (DDIM for SD 2.1); only its alphas_cumprod is used:
+        # the noising is always the forward process (docs/design.md §3.7).
         scheduler_config = diffusers.DDPMScheduler.load_config(model, subfolder="scheduler")
         scheduler_cls = getattr(diffusers, scheduler_config.get("_class_name", ""), diffusers.DDPMScheduler)
         scheduler = scheduler_cls.from_config(scheduler_config)
@@ -104,6 +123,12 @@ def load_sd_components(model: str, dtype: torch.dtype = torch.float32) -> SDComp
     check_loading_info(unet_info, "the UNet", model)
     check_loading_info(vae_info, "the VAE", model)
     check_loading_info(te_info, "the text encoder", model)
+    check_text_width(text_encoder, unet, model)
+    if getattr(scheduler, "alphas_cumprod", None) is None:
+        raise WeightsError(
+            f"the scheduler of {model!r} ({type(scheduler).__name__}) has no alphas_cumprod; SD4Match needs the DDPM "
+            "forward-process schedule: use an SD 2.1 directory (its scheduler/ names DDIMScheduler)"
+        )
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False).eval()
     return SDComponents(unet, vae, text_encoder, tokenizer, scheduler, model)

@@ -20,6 +20,8 @@ import argparse
 import signal
 import sys
 
+from ..console import add_verbose_flag, check_output_dir, run_command
+
 __all__ = ["main"]
 
 
@@ -37,6 +39,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs")
+    add_verbose_flag(p)
     return p
 
 
@@ -47,31 +50,32 @@ def _raise_interrupt(signum, frame) -> None:  # noqa: ARG001 - signal handler si
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sd4match-train`` (and ``python -m sd4match_sdk.training``); returns the exit code."""
     args = _build_parser().parse_args(argv)
-    from ..distributed import close_distributed, init_distributed
-    from ..errors import SD4MatchError
-
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a scheduler's SIGTERM saves the state like Ctrl-C
-    where, stopped = "", False
+    outcome: dict = {"where": "", "stopped": False}
     try:
-        distributed = init_distributed()
-        where = f" ({distributed.describe()})" if distributed.active else ""
-        try:
-            stopped = _run(args, distributed)
-        finally:
-            close_distributed(distributed)
-    except SD4MatchError as err:
-        print(f"sd4match-train: error{where}: {err}", file=sys.stderr)
-        return 2
+        code = run_command("sd4match-train", lambda: _train(args, outcome), args.verbose, lambda: outcome["where"])
     except KeyboardInterrupt:
-        stopped = True
+        outcome["stopped"], code = True, 130
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if stopped:
-        print(f"sd4match-train{where}: interrupted; rerun the same command to resume", file=sys.stderr)
+    if outcome["stopped"]:
+        print(f"sd4match-train{outcome['where']}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    return 0
+    return code
+
+
+def _train(args: argparse.Namespace, outcome: dict) -> None:
+    """Join torchrun's process group (when launched by it), train, leave the group."""
+    from ..distributed import close_distributed, init_distributed
+
+    distributed = init_distributed()
+    outcome["where"] = f" ({distributed.describe()})" if distributed.active else ""
+    try:
+        outcome["stopped"] = _run(args, distributed)
+    finally:
+        close_distributed(distributed)
 
 
 def _run(args: argparse.Namespace, distributed) -> bool:
@@ -80,7 +84,7 @@ def _run(args: argparse.Namespace, distributed) -> bool:
     from ..data import load_dataset
     from ..errors import ConfigError
     from ..models.loading import load_dino, load_sd_components
-    from .config import load_train_config, parse_override
+    from .config import load_train_config, parse_override, resolve_device
     from .trainer import Trainer
 
     with distributed.together("reading the config and the dataset"):  # a bad launch stops every rank here
@@ -93,6 +97,8 @@ def _run(args: argparse.Namespace, distributed) -> bool:
         config = load_train_config(args.config, **overrides)
         if not config.root:
             raise ConfigError("no dataset directory: pass --root DIR (or set root in the config)")
+        check_output_dir(config.output_dir, "--out")
+        resolve_device(config.device, distributed.local_rank)
         train_set = load_dataset(config.dataset, config.root, split=config.train_split, frame=config.image_size)
         val_set = load_dataset(config.dataset, config.root, split=config.val_split, frame=config.image_size) if config.val_split else None
     with distributed.together("loading the models"):

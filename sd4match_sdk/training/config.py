@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from ..checks import check_fraction, check_int, check_positive_float, check_seed
+from ..checks import resolve_device as checked_device
 from ..distributed import device_for_rank
 from ..errors import ConfigError
 from ..prompts import PromptKind
@@ -55,8 +57,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     ``local_rank`` (:func:`~sd4match_sdk.distributed.device_for_rank`).
 
     Raises:
-        ConfigError: CUDA asked for but not available, or more processes on a node than GPUs.
+        ConfigError: an invalid device, CUDA asked for but not available
+            (:func:`sd4match_sdk.checks.resolve_device`), or more processes on a node than GPUs.
     """
+    checked_device(name)
     return device_for_rank(name, local_rank)
 
 
@@ -152,6 +156,10 @@ class TrainConfig:
         if not self.dataset:
             raise ConfigError("dataset must name the benchmark (spair, pfpascal, pfwillow)")
         object.__setattr__(self, "precision", _enum_value("precision", self.precision, TrainPrecision))
+        for f in fields(self):  # integers are integers (2.5 is not truncated), floats finite numbers
+            if f.type == "int":
+                object.__setattr__(self, f.name, check_int(f.name, getattr(self, f.name)))
+        object.__setattr__(self, "seed", check_seed(self.seed))
         positive = {"batch_size": self.batch_size, "image_size": self.image_size, "ensemble": self.ensemble,
                     "label_kernel": self.label_kernel, "checkpoint_every": self.checkpoint_every}  # fmt: skip
         for name, value in positive.items():
@@ -164,9 +172,9 @@ class TrainConfig:
             raise ConfigError("set epochs or max_steps")
         if self.label_kernel % 2 == 0:
             raise ConfigError(f"label_kernel must be odd (got {self.label_kernel})")
-        for name in ("lr", "network_lr", "beta", "label_sigma", "val_alpha"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0 (got {getattr(self, name)})")
+        for name in ("lr", "network_lr", "beta", "label_sigma"):
+            object.__setattr__(self, name, check_positive_float(name, getattr(self, name)))
+        object.__setattr__(self, "val_alpha", check_fraction("val_alpha", self.val_alpha))
         if not 0 <= self.timestep < 1000:
             raise ConfigError(f"timestep must lie in [0, 1000) (got {self.timestep})")
         if self.image_size % 64:
@@ -232,9 +240,11 @@ def load_train_config(path: str | os.PathLike | None = None, **overrides: Any) -
         try:
             values = tomllib.loads(path.read_text())
         except FileNotFoundError:
-            raise ConfigError(f"config file not found: {str(path)!r}") from None
+            raise ConfigError(f"config file not found: {str(path)!r}; check the path (training/configs/ has one per paper setting)") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"cannot read the config file {str(path)!r} ({err}); pass a readable TOML file") from None
         except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{path}: not valid TOML ({err})") from None
+            raise ConfigError(f"{path}: not valid TOML ({err}); fix the line it names") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     types = {f.name: f.type for f in fields(TrainConfig)}
     kinds = {"str": str, "int": int, "float": float, "bool": bool, "PromptKind": str, "TrainPrecision": str}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_path
 from ..data.base import read_rgb
 from ..distributed import Distributed
 from ..errors import ConfigError
@@ -87,16 +87,8 @@ class DinoTokenCache:
             return
         from safetensors.torch import save_file
 
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self._file(key)
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=self.directory)
-        os.close(fd)
-        try:
-            save_file({"tokens": tokens.contiguous()}, tmp, metadata={"key": key, "model": self.model_id})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(self._file(key)) as tmp:
+            save_file({"tokens": tokens.contiguous()}, str(tmp), metadata={"key": key, "model": self.model_id})
 
     def tokens_of(self, key: str, path: str | os.PathLike, flip: bool) -> Tensor:
         """One image's tokens: from memory, from the directory, or computed (alone) from its file."""

@@ -54,7 +54,7 @@ from ..noise import derive_seed, draw_pair_noise
 from ..ops.geometry import frame_to_grid
 from ..ops.loss import pair_loss
 from ..prompts import PromptKind, save_prompt
-from .checkpoint import check_resumable, load_state, save_state
+from .checkpoint import check_resumable, check_state, load_state, save_state
 from .config import TrainConfig, autocast_dtype, resolve_device
 from .data import TrainBatch, check_splits, pair_generator, step_loader
 from .gradients import reduce_step
@@ -164,6 +164,7 @@ class Trainer:
         state = self.dist.broadcast_from_main(read, "reading the training state")
         if state is None:
             return False
+        check_state(state, self.state_path, self.prompt, self.optimizer)  # damaged files stop here, clearly
         check_resumable(state["config"], self.config, self.state_path)
         self.prompt.load_state_dict(state["prompt"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -334,7 +335,7 @@ class Trainer:
         # 1. Record the settings and open the logs (rank 0)
         cfg = self.config
         if self.dist.is_main:
-            write_json(self.output_dir / "config.json", cfg.to_dict())
+            write_json(self.output_dir / "config.json", cfg.to_dict())  # atomic, like every file the run writes
         total = cfg.total_steps(len(self.train_set))
         writer = open_tensorboard(self.output_dir, self.step) if self.tensorboard else None
         bar = tqdm(total=total, initial=self.step, unit="step", disable=not self.progress, dynamic_ncols=True)

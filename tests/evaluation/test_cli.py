@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import re
 import sys
 
 import numpy as np
@@ -89,3 +90,35 @@ def test_the_module_is_the_command(monkeypatch, capsys):
         main(["--help"])
     assert module.returncode == 0 and module.stdout == capsys.readouterr().out
     assert module.stdout.startswith("usage: sd4match-eval")
+
+
+def test_eval_cli_runs_an_engine_with_its_own_settings(engine_single, pfwillow_root, tmp_path):
+    """No --image-size/--ensemble/--timestep: the engine's (256 px, E=2, t=50) apply, frame included."""
+    out = tmp_path / "engine.json"
+    assert main(["--dataset", "pfwillow", "--root", str(pfwillow_root), "--pair-list", "test_pairs_DERIVED.csv",
+                 "--model", str(engine_single), "--max-pairs", "1", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    settings = json.loads(out.read_text())["settings"]
+    assert (settings["frame"], settings["ensemble"], settings["timestep"]) == (256, 2, 50)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--alpha", "0.1", "1.5"], r"alpha must lie in \(0, 1\] \(got 1\.5\); PCK alphas are fractions"),
+        (["--seed", str(2**64)], r"--seed 18446744073709551616 is outside the generator's range"),
+        (["--device", "gpu"], r"invalid device 'gpu'; use 'cpu', 'cuda'"),
+        (["--out", "{file}/results.json"], r"--out '.*/results\.json': '.*taken' is a file, not a folder; choose another path"),
+        (["--out", "{dir}"], r"--out '.*' is a folder; give a file name"),
+    ],
+    ids=["alpha", "seed", "device", "out-below-a-file", "out-is-a-folder"],
+)
+
+
+def test_user_errors_are_one_line_before_the_model_loads(extra, message, pfwillow_root, tmp_path, capsys):
+    (tmp_path / "taken").write_text("a regular file")
+    extra = [e.format(file=tmp_path / "taken", dir=tmp_path) for e in extra]
+    args = ["--dataset", "pfwillow", "--root", str(pfwillow_root), "--pair-list", "test_pairs_DERIVED.csv",
+            "--model", str(tmp_path / "no-model"), *extra]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and err.startswith("sd4match-eval: error:") and "Traceback" not in err

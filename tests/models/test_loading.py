@@ -83,3 +83,18 @@ def test_dino_loads_completely(tiny_dino: Path, tmp_path: Path) -> None:
     save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(WeightsError):
         load_dino(str(broken))
+
+
+def test_text_encoder_width_must_equal_the_cross_attention_width(tmp_path: Path, tiny_sd: Path) -> None:
+    """docs/design.md §13.2: a text encoder of another model is refused at load, not at the first match."""
+    from sd4match_sdk.testing import build_tiny_sd
+
+    other = build_tiny_sd(tmp_path / "wide", text_dim=48)
+    model = tmp_path / "mixed"
+    shutil.copytree(tiny_sd, model)
+    shutil.rmtree(model / "text_encoder")
+    shutil.copytree(other / "text_encoder", model / "text_encoder")
+    with pytest.raises(WeightsError, match=r"text encoder .* is 48 wide but the UNet's cross-attention takes 32.*Use one SD 2\.1 directory"):
+        load_sd_components(str(model))
+    with pytest.raises(WeightsError, match="48 wide"):
+        Matcher.from_pretrained(str(model), image_size=256)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import re
 import sys
 from pathlib import Path
 
@@ -122,3 +123,28 @@ def test_a_rank_without_the_dataset_stops_every_rank(tiny_sd, spair_root, tmp_pa
     assert ("sd4match-train: error (rank 0 of 2): rank 1 of 2 failed while reading the config and the dataset "
             "(DatasetError: ") in errors[0]  # fmt: skip
     assert not (tmp_path / "out").exists()  # nothing was started
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--out", "{file}/run"], r"--out '.*/run': '.*taken' is a file, not a folder; choose another directory"),
+        (["--out", "{file}"], r"--out '.*taken': '.*taken' is a file, not a folder"),
+        (["--device", "gpu"], r"invalid device 'gpu'; use 'cpu', 'cuda'"),
+        (["--set", "seed=1.5"], r"seed must be a int \(got '1\.5'\)"),
+        (["--set", "val_alpha=2"], r"val_alpha must lie in \(0, 1\] \(got 2\.0\)"),
+        (["--set", "beta=nan"], r"beta must be a finite number > 0 \(got nan\)"),
+        (["--config", "{tmp}"], r"cannot read the config file '.*' \(.*\); pass a readable TOML file"),
+    ],
+    ids=["out-below-a-file", "out-is-a-file", "device", "seed", "alpha", "beta-nan", "config-is-a-folder"],
+)
+
+
+def test_user_errors_are_one_line(extra, message, tmp_path, capsys):
+    (tmp_path / "taken").write_text("a regular file")
+    extra = [e.format(file=tmp_path / "taken", tmp=tmp_path) for e in extra]
+    args = ["--prompt", "single", "--root", str(tmp_path), "--model", str(tmp_path / "no-model"), *extra]
+    if "--out" not in extra:
+        args += ["--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert err.startswith("sd4match-train: error:") and "Traceback" not in err
