@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from .checks import resolve_device
 from .errors import ConfigError, DistributedError
 
 __all__ = ["DEFAULT_TIMEOUT_S", "Distributed", "close_distributed", "device_for_rank", "init_distributed", "shard_range"]
@@ -67,27 +68,19 @@ def device_for_rank(name: str, local_rank: int = 0) -> torch.device:
     an explicit ``cuda:k`` is taken as given.
 
     Raises:
-        ConfigError: CUDA asked for but absent, or more processes on a node than GPUs.
+        ConfigError: an invalid device or CUDA asked for but absent
+            (:func:`sd4match_sdk.checks.resolve_device`), or more processes on a node than GPUs.
     """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:<index>") from None
-    if device.type != "cuda":
+    device = resolve_device(name)
+    if device.type != "cuda" or device.index is not None:
         return device
-    if not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available; use device 'cpu' (or 'auto')")
-    if device.index is None:
-        count = torch.cuda.device_count()
-        if local_rank >= count:
-            raise ConfigError(
-                f"process {local_rank} of this node has no GPU of its own ({count} visible); "
-                f"start at most {count} processes per node (torchrun --nproc-per-node {count})"
-            )
-        device = torch.device("cuda", local_rank)
-    return device
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise ConfigError(
+            f"process {local_rank} of this node has no GPU of its own ({count} visible); "
+            f"start at most {count} processes per node (torchrun --nproc-per-node {count})"
+        )
+    return torch.device("cuda", local_rank)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from ..checks import check_fraction, check_int, check_positive_float, check_seed
-from ..checks import resolve_device as checked_device
 from ..distributed import device_for_rank
 from ..errors import ConfigError
 from ..prompts import PromptKind
@@ -57,10 +56,9 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     ``local_rank`` (:func:`~sd4match_sdk.distributed.device_for_rank`).
 
     Raises:
-        ConfigError: an invalid device, CUDA asked for but not available
-            (:func:`sd4match_sdk.checks.resolve_device`), or more processes on a node than GPUs.
+        ConfigError: an invalid device, CUDA asked for but not available, or more processes on a
+            node than GPUs.
     """
-    checked_device(name)
     return device_for_rank(name, local_rank)
 
 
