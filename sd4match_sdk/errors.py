@@ -22,6 +22,7 @@ __all__ = [
     "BackendUnavailableError",
     "EngineError",
     "DatasetError",
+    "DownloadError",
 ]
 
 
@@ -106,3 +107,7 @@ class EngineError(SD4MatchError):
 
 class DatasetError(SD4MatchError, ValueError):
     """A dataset file is missing or malformed."""
+
+
+class DownloadError(SD4MatchError, OSError):
+    """A download failed, or what arrived is not what the SDK expects (size, sha256, layout)."""

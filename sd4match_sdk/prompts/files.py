@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .._version import __version__
+from ..downloads.official import OFFICIAL_PREFIX, resolve_official_prompt
 from ..errors import ConfigError, PromptError
 from ..models.cpm import ConditionalPromptModule
 from .types import PromptKind, PromptWeights
@@ -40,14 +41,17 @@ def _looks_like_file(prompt: str) -> bool:
 def load_prompt(prompt: str | os.PathLike | PromptWeights | None) -> PromptWeights:
     """Resolve the ``prompt`` argument of the public API.
 
-    ``None`` -> the empty text prompt; an existing file or directory -> :func:`load_prompt_file`;
-    a string that looks like a path (prompt-file suffix) but does not exist -> error; any other
-    string -> a handcrafted text prompt.
+    ``None`` -> the empty text prompt; ``"official:<name>"`` -> the authors' released prompt of
+    that name (``sd4match download prompts`` fetches them; docs/design.md §12.5); an existing file
+    or directory -> :func:`load_prompt_file`; a string that looks like a path (prompt-file suffix)
+    but does not exist -> error; any other string -> a handcrafted text prompt.
     """
     if prompt is None:
         return PromptWeights.from_text("")
     if isinstance(prompt, PromptWeights):
         return prompt
+    if isinstance(prompt, str) and prompt.startswith(OFFICIAL_PREFIX):
+        return _load_official(prompt)
     if isinstance(prompt, os.PathLike) or Path(str(prompt)).exists():
         return load_prompt_file(prompt)
     if not isinstance(prompt, str):
@@ -55,6 +59,19 @@ def load_prompt(prompt: str | os.PathLike | PromptWeights | None) -> PromptWeigh
     if _looks_like_file(prompt):
         raise PromptError(f"prompt file not found: {prompt!r}; check the path (or pass a plain text prompt)")
     return PromptWeights.from_text(prompt)
+
+
+def _load_official(name: str) -> PromptWeights:
+    """An official prompt by name; its metadata records the name and the dataset it was tuned on."""
+    official = resolve_official_prompt(name)
+    weights = load_prompt_file(official.path)
+    if str(weights.kind) != official.kind:
+        raise PromptError(
+            f"{official.path} holds a {weights.kind} prompt, but its directory {official.directory!r} names a "
+            f"{official.kind} prompt; the archive's layout differs from docs/design.md §12.1"
+        )
+    weights.metadata.update(name=OFFICIAL_PREFIX + official.name, dataset=official.dataset)
+    return weights
 
 
 def load_prompt_file(path: str | os.PathLike) -> PromptWeights:
