@@ -63,6 +63,9 @@ class FeatureCache:
             image_key(record, which, self.category_matters) for record in records for which in (0, 1)
         )
         self.features: dict[ImageKey, ImageFeatures] = {}
+        #: Distinct images of the records, and how many of them had their features computed so far.
+        self.num_images = len(self.remaining)
+        self.computed = 0
 
     def __len__(self) -> int:
         return len(self.features)
@@ -73,6 +76,7 @@ class FeatureCache:
         if key not in self.features:
             generator = seeded_generator(self.seed, "image", *key)
             self.features[key] = self.matcher.features(image, category=record.category, generator=generator)
+            self.computed += 1
         return self.features[key]
 
     def release(self, record: PairRecord) -> None:

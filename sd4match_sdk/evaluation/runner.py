@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,10 @@ from ..ops.pck import DEFAULT_ALPHAS, PCKAccumulator, PCKSummary
 from ..prompts import PromptKind
 from .cache import FeatureCache, seeded_generator
 
-__all__ = ["EvalResult", "evaluate", "visiting_order"]
+__all__ = ["PCK_UNIT", "EvalResult", "evaluate", "visiting_order"]
+
+#: How the JSON results store PCK (the printed tables show percent, as the paper).
+PCK_UNIT = "fraction of a pair's keypoints, 0-1 (printed tables: percent)"
 
 
 @dataclass
@@ -54,6 +58,7 @@ class EvalResult:
     def to_dict(self) -> dict:
         return {
             "settings": self.settings,
+            "pck_unit": PCK_UNIT,
             **self.summary.to_dict(),
             "seconds": self.seconds,
             "pairs_per_second": (self.summary.num_pairs / self.seconds) if self.seconds > 0 else None,
@@ -78,8 +83,9 @@ def evaluate(
         dataset: a benchmark split.
         alphas: PCK tolerance factors.
         seed: seeds every image's (or pair's) noise; ``None`` draws from the global RNG.
-        max_pairs: evaluate only the first N pairs (in dataset order).
-        progress: show a progress bar with pairs/s.
+        max_pairs: evaluate only N pairs, spread over the categories (:func:`visiting_order`).
+        progress: show a progress bar; it counts images whose features are computed (the cost),
+            with the pairs done beside it.
         autocast_dtype: run the feature extraction under CUDA autocast with this dtype (the
             official validation uses fp16 autocast over fp32 weights); ignored on the CPU.
         desc: progress bar label.
@@ -90,18 +96,19 @@ def evaluate(
     per_pair = matcher.prompt_kind is PromptKind.CPM
     cache = None if per_pair else FeatureCache(matcher, [dataset.records[i] for i in order], seed)
     accumulator = PCKAccumulator(alphas)
-    # 3. Match and score every pair
+    # 3. Match and score every pair; the bar counts feature extractions, which cost the time
     pairs = []
-    bar = _progress(len(order), desc, progress)
+    bar = _progress(2 * len(order) if cache is None else cache.num_images, desc, progress)
     start = time.perf_counter()
-    for index in order:
+    for done, index in enumerate(order, start=1):
         sample = _load_sample(dataset, index)
         with _autocast(matcher.device.type, autocast_dtype):
             result = _match_pair(matcher, sample, cache, seed)
         pairs.append(_score_pair(accumulator, sample, result))
         if cache is not None:
             cache.release(sample.record)
-        bar.update(1)
+        bar.set_postfix_str(f"{done}/{len(order)} pairs", refresh=False)
+        bar.update((2 * done if cache is None else cache.computed) - bar.n)
     bar.close()
     seconds = time.perf_counter() - start
     # 4. Summarise
@@ -109,9 +116,22 @@ def evaluate(
 
 
 def visiting_order(dataset: PairDataset, max_pairs: int | None = None) -> list[int]:
-    """The first ``max_pairs`` pairs (all when ``None``), grouped by category (stable within one)."""
-    count = len(dataset) if not max_pairs else min(max_pairs, len(dataset))
-    return sorted(range(count), key=lambda i: (dataset.records[i].category, i))
+    """The pairs to evaluate, grouped by category (dataset order within one).
+
+    All pairs when ``max_pairs`` is ``None``; else ``max_pairs`` pairs spread over the categories:
+    the sorted categories take turns, each giving its next pair in dataset order, so a subset
+    covers as many categories as it can (a deterministic choice; the first rows of a pair list
+    are often a single category).
+    """
+    records = dataset.records
+    chosen: list[int] = list(range(len(records)))
+    if max_pairs and max_pairs < len(records):
+        by_category: dict[str, list[int]] = defaultdict(list)
+        for i, record in enumerate(records):
+            by_category[record.category].append(i)
+        queues = [by_category[c] for c in sorted(by_category)]
+        chosen = [q[turn] for turn in range(max(map(len, queues))) for q in queues if turn < len(q)][:max_pairs]
+    return sorted(chosen, key=lambda i: (records[i].category, i))
 
 
 def _load_sample(dataset: PairDataset, index: int) -> PairSample:
@@ -162,7 +182,15 @@ def _settings(matcher: Matcher, dataset: PairDataset, seed: int | None, num_pair
         "beta": matcher.match_config.beta,
         "seed": seed,
         "num_pairs": num_pairs,
+        "pair_list": _relative(dataset.pair_list, dataset.root),
     }
+
+
+def _relative(path, root) -> str | None:
+    """``path`` relative to the dataset root when inside it (results do not depend on where data lives)."""
+    if path is None:
+        return None
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
 def _autocast(device_type: str, dtype: torch.dtype | None):
@@ -172,4 +200,4 @@ def _autocast(device_type: str, dtype: torch.dtype | None):
 
 
 def _progress(total: int, desc: str, enabled: bool) -> tqdm:
-    return tqdm(total=total, desc=desc, unit="pairs", disable=not enabled, dynamic_ncols=True, smoothing=0.1)
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True, smoothing=0.1)
