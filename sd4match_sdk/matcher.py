@@ -21,13 +21,14 @@ from .engine.directory import is_engine_directory
 from .engine.format import EngineRuntime
 from .engine.runtime import open_engine
 from .errors import ConfigError
-from .features import FeatureBackend, TorchFeatureBackend
+from .features import FeatureBackend, ImageFeatures, TorchFeatureBackend
 from .images import ImageInput, load_image
 from .kernels import match_function
 from .models.loading import load_dino, load_sd_components
 from .noise import ImageNoise, draw_image_noise, make_generator
 from .ops.geometry import frame_to_grid, frame_to_pixels, grid_to_frame, pixels_to_frame
 from .points import PointsInput, check_points
+from .runtimes import resolve_device
 from .prompts import PromptKind, PromptWeights, load_prompt
 
 __all__ = ["Matcher", "MatchResult", "ImageFeatures", "PointsInput", "Pair"]
@@ -63,21 +64,6 @@ class MatchResult:
     def to_dict(self) -> dict[str, list]:
         """JSON-friendly ``{"query": [[x, y], ...], "points": [...], "scores": [...]}``."""
         return {"query": self.query.tolist(), "points": self.points.tolist(), "scores": self.scores.tolist()}
-
-
-@dataclass(frozen=True)
-class ImageFeatures:
-    """Raw SD features of one image, reusable across many pairs (single/class/text prompts).
-
-    Attributes:
-        features: ``(1, C, h, w)`` raw ensemble-mean feature map (not normalised), float32.
-        size: ``(W, H)`` of the original image.
-        category: the category its prompt was built for (class prompts), else ``None``.
-    """
-
-    features: Tensor
-    size: tuple[int, int]
-    category: str | None = None
 
 
 def _default_dtype(device: torch.device) -> torch.dtype:
@@ -141,7 +127,7 @@ class Matcher:
                 pair), or a prompt file (ours ``.safetensors``, official ``caption.pt``/``ckpt.pt``).
                 Engines carry their prompt: leave it ``None``.
             dino: DINOv2 directory or hub id for CPM prompts (``facebook/dinov2-base`` if ``None``).
-            device: ``"cpu"``, ``"cuda"``, ...
+            device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or ``"auto"`` (CUDA when available).
             dtype: UNet/text-encoder dtype; float16 on CUDA and float32 on CPU when ``None``.
                 The VAE encoder always runs in float32.
             timestep: diffusion timestep t (50, the released testing setting).
@@ -161,7 +147,7 @@ class Matcher:
             PromptError: the prompt cannot be read or does not fit the model.
         """
         match_config = MatchConfig(method=method, sigma=sigma, beta=beta)
-        device = torch.device(device)
+        device = resolve_device(device)
         model = model or default_sd_model()
         if is_engine_directory(model):
             backend: FeatureBackend = _open_engine_backend(model, prompt, device, engine_runtime)
@@ -266,10 +252,19 @@ class Matcher:
         """Match points of ``source`` into ``target`` given both images' features.
 
         Args:
-            source: features of the source image.
+            source: features of the source image (:meth:`features`, or :meth:`ImageFeatures.load`
+                of a file ``sd4match features`` wrote).
             target: features of the target image.
             points: ``(N, 2)`` ``(x, y)`` pixels of the source image.
+
+        Raises:
+            ConfigError: features computed at another image size than this matcher's.
         """
+        for which, feats in (("source", source), ("target", target)):
+            size = feats.metadata.get("image_size")
+            if size and int(size) != self.feature_config.image_size:
+                raise ConfigError(f"the {which} features were computed at image_size {size}, this matcher uses "
+                                  f"{self.feature_config.image_size}: build the Matcher with image_size={size}")  # fmt: skip
         query = check_points(points, source.size)
         return self._match(source.features, target.features, query, source.size, target.size)
 

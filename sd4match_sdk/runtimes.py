@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import BackendUnavailableError
+from .errors import BackendUnavailableError, ConfigError
 
-__all__ = ["MIN_TENSORRT_MAJOR", "cuda_compute_capability", "import_onnxruntime", "import_tensorrt"]
+__all__ = ["MIN_TENSORRT_MAJOR", "cuda_compute_capability", "import_onnxruntime", "import_tensorrt", "resolve_device"]
 
 
 def import_onnxruntime() -> Any:
@@ -77,3 +77,23 @@ def cuda_compute_capability(device: Any = None) -> tuple[str, str]:
         )
     major, minor = torch.cuda.get_device_capability(device)
     return f"{major}.{minor}", torch.cuda.get_device_name(device)
+
+
+def resolve_device(device: Any = "auto") -> Any:
+    """A ``torch.device``: ``"auto"`` is CUDA when torch sees a GPU, else the CPU (every command's
+    default ``--device``).
+
+    Raises:
+        ConfigError: a CUDA device asked for, but torch sees none.
+    """
+    import torch
+
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r} asked for, but CUDA is not available; use --device cpu (or auto)")
+    return resolved

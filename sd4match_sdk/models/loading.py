@@ -44,7 +44,7 @@ def _resolve_source(model: str) -> tuple[str, bool]:
     """``(model, is_local)``: a local path expanded (decided before expanding, so ``./no-such-dir``
     stays a path and fails at once instead of reaching for the hub)."""
     local = _looks_local(model)
-    return (str(Path(model).expanduser()) if local else model), local
+    return (os.path.expanduser(model) if local else model), local
 
 
 def _weights_variant(model: str, local: bool, subfolder: str) -> str | None:
