@@ -17,5 +17,5 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 sd4match-train --config "$here/configs/${prompt}_${dataset}.toml" --root "$root" --out "$out" "$@"
 sd4match-eval --dataset "$dataset" --root "$root" --prompt "$out/best.safetensors" \
-    --split test --timestep 50 --ensemble 8 --alpha 0.05 0.1 0.15 --device cuda \
+    --split test --timestep 50 --ensemble 8 --alpha 0.05 0.1 0.15 --device auto \
     --out "$out/test_results.json"

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._version import __version__
+
 __all__ = ["build_parser", "main"]
 
 
@@ -23,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export SD4Match feature extraction with a baked prompt to ONNX graphs and "
         "TensorRT plans (an engine directory that Matcher.from_pretrained(DIR) runs).",
     )
+    parser.add_argument("--version", action="version", version=f"sd4match-sdk {__version__}")
     parser.add_argument(
         "--model",
         default=None,
@@ -31,20 +34,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--prompt",
         default=None,
-        help="prompt file (.safetensors, caption.pt, ckpt.pt) or a text prompt; empty prompt if omitted",
+        help="official:NAME (the authors' prompts, `sd4match download prompts`), a prompt file (.safetensors, "
+        "caption.pt, ckpt.pt) or a text prompt; empty prompt if omitted",
     )
     parser.add_argument("--out", required=True, help="engine directory to write")
     parser.add_argument(
         "--engine",
         default="onnx",
         choices=["onnx", "trt"],
-        help="onnx: ONNX graphs; trt: ONNX graphs plus TensorRT plans for this GPU",
+        help="onnx (default): ONNX graphs; trt: ONNX graphs plus TensorRT plans for this GPU",
     )
     parser.add_argument(
         "--dtype",
         default="fp32",
         choices=["fp32", "fp16"],
-        help="UNet precision (attention softmax and norms stay fp32; the VAE and prompt network stay fp32)",
+        help="UNet precision, fp32 (default) or fp16 (attention softmax and norms stay fp32; the VAE and prompt "
+        "network stay fp32)",
     )
     parser.add_argument(
         "--max-batch", type=int, default=16, help="largest image batch per call (TensorRT profile maximum; default 16)"
@@ -75,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --engine trt: --out already holds an ONNX engine (exported anywhere); only build the TensorRT plans for this GPU",
     )
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument("--verbose", action="store_true", help="show diffusers/transformers logs and loading bars")
     return parser
 
 
@@ -86,15 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from ..config import FeatureConfig, default_sd_model
         from ..errors import ConfigError
+        from ..verbosity import set_library_verbosity
         from .config import ExportConfig
         from .plans import add_tensorrt_plans
+        from .progress import StageLog
         from .writer import export_engine
 
-        log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, file=sys.stderr))
+        set_library_verbosity(args.verbose)
         if args.plans_only:
             if args.engine != "trt":
                 raise ConfigError("--plans-only builds TensorRT plans: pass --engine trt")
-            manifest = add_tensorrt_plans(args.out, opt_batch=args.opt_batch, log=log)
+            with StageLog(enabled=not args.quiet) as log:
+                manifest = add_tensorrt_plans(args.out, opt_batch=args.opt_batch, log=log)
             if not args.quiet:
                 print(
                     f"{args.out}: TensorRT {manifest.tensorrt.version} plans for compute capability {manifest.tensorrt.compute_capability}"
@@ -116,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             attention_chunk=args.attention_chunk,
         )
-        manifest = export_engine(config, log=log)
+        with StageLog(enabled=not args.quiet) as log:
+            manifest = export_engine(config, log=log)
     except SD4MatchError as err:
         print(f"sd4match-export: error: {err}", file=sys.stderr)
         return 2

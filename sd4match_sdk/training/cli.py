@@ -4,6 +4,11 @@ Example (the paper's SD4Match-CPM on SPair-71k)::
 
     sd4match-train --config training/configs/cpm_spair.toml --root data/SPair-71k --out runs/cpm_spair
 
+A trial on the SPair-71k fixture of the tests, which has only a test split (docs/training.md)::
+
+    sd4match-train --config training/configs/single_spair.toml --root tests/fixtures/SPair-71k \
+        --set train_split=test --set val_split=test --steps 2 --model TINY_MODEL_DIR
+
 Rerunning the same command after a kill resumes from ``<out>/state.pt``. Any config key can be
 overridden with ``--set key=value`` (e.g. ``--set micro_batch_size=9 --set num_workers=8``).
 Heavy imports happen inside :func:`main`, so ``--help`` is instant.
@@ -15,11 +20,14 @@ import argparse
 import signal
 import sys
 
+from .._version import __version__
+
 __all__ = ["main"]
 
 
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sd4match-train", description="Tune an SD4Match prompt (Single, Class or CPM).")
+    p.add_argument("--version", action="version", version=f"sd4match-sdk {__version__}")
     p.add_argument("--config", default=None, help="TOML config (training/configs/<prompt>_<dataset>.toml)")
     p.add_argument("--root", default=None, help="dataset directory (overrides the config's root)")
     p.add_argument("--out", default=None, help="output directory (overrides output_dir)")
@@ -28,10 +36,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default=None, choices=["single", "class", "cpm"], help="prompt kind (overrides prompt)")
     p.add_argument("--dataset", default=None, choices=["spair", "pfpascal", "pfwillow"], help="overrides dataset")
     p.add_argument("--steps", type=int, default=None, help="stop after this many steps in total (overrides max_steps)")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ... (overrides device)")
+    p.add_argument("--device", default=None, help="auto (CUDA when available; the configs' default), cpu, cuda, cuda:1 ... "
+                   "(overrides device)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs")
+    p.add_argument("--verbose", action="store_true", help="show diffusers/transformers logs and loading bars")
     return p
 
 
@@ -64,7 +74,9 @@ def _run(args: argparse.Namespace) -> None:
     from ..data import load_dataset
     from ..errors import ConfigError
     from ..models.loading import load_dino, load_sd_components
+    from ..verbosity import set_library_verbosity
     from .config import load_train_config, parse_override
+    from .data import available_cpus, loader_workers
     from .trainer import Trainer
 
     overrides = dict(parse_override(o) for o in args.overrides)
@@ -78,15 +90,19 @@ def _run(args: argparse.Namespace) -> None:
         raise ConfigError("no dataset directory: pass --root DIR (or set root in the config)")
     train_set = load_dataset(config.dataset, config.root, split=config.train_split, frame=config.image_size)
     val_set = load_dataset(config.dataset, config.root, split=config.val_split, frame=config.image_size) if config.val_split else None
+    set_library_verbosity(args.verbose)
     components = load_sd_components(config.model or default_sd_model())
     dino = load_dino(config.dino or DEFAULT_DINO_MODEL) if config.prompt == "cpm" else None
     trainer = Trainer(config, components, train_set, val_set, dino, progress=not args.no_progress,
                       tensorboard=not args.no_tensorboard)  # fmt: skip
     total = config.total_steps(len(train_set))
+    step_pairs = min(config.batch_size, len(train_set))  # a split smaller than the batch gives smaller steps
+    workers, cpus = loader_workers(config.num_workers), available_cpus()
     print(
         f"sd4match-train: {config.prompt} prompt on {config.dataset} {config.train_split} ({len(train_set)} pairs), "
-        f"{total} steps of {config.batch_size} pairs (micro-batch {config.micro_batch}), t={config.timestep}, "
-        f"device {trainer.device}, autocast {trainer.amp_dtype or 'off'}"
+        f"{total} steps of {step_pairs} pairs (micro-batch {min(config.micro_batch, step_pairs)}), t={config.timestep}, "
+        f"device {trainer.device}, autocast {trainer.amp_dtype or 'off'}, {workers} loader workers on {cpus} CPUs"
+        + (" (more workers than CPUs: slower)" if workers > cpus else "")
         + (f"; resuming at step {trainer.step}" if trainer.resumed else "")
     )
     result = trainer.run()
