@@ -145,3 +145,11 @@ def test_a_prompt_of_another_kind_than_its_directory_is_refused(server, cache, p
     download_prompts(progress=False)
     with pytest.raises(PromptError, match="holds a class prompt, but its directory"):
         load_prompt("official:single_spair")
+
+
+def test_the_exporter_resolves_official_names_first(cache, tmp_path, capsys) -> None:
+    from sd4match_sdk.export.cli import main as export_main
+
+    out = tmp_path / "engine"
+    assert export_main(["--model", str(tmp_path / "no-model"), "--prompt", "official:cpm_spair", "--out", str(out)]) == 2
+    assert "run `sd4match download prompts`" in capsys.readouterr().err and not out.exists()  # before any model loads
