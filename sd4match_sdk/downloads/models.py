@@ -70,7 +70,9 @@ def _snapshot(repo_id: str, revision: str | None, local_dir: str | os.PathLike |
         path = snapshot_download(repo_id, revision=revision, local_dir=local_dir, allow_patterns=files)
     except DownloadError:
         raise
-    except (OSError, ValueError) as err:  # hub errors derive from OSError (HTTP, offline, missing repo)
+    except Exception as err:  # noqa: BLE001 - besides OSError, the hub raises its HTTP library's own errors
+        # (httpx, httpx2 or requests, by huggingface_hub version): every failed transfer becomes a
+        # DownloadError that names the original error and the fix.
         raise _hub_error(err, repo_id, revision) from err
     return DownloadedModel(repo_id, revision, Path(path), tuple(files))
 

@@ -33,3 +33,20 @@ def test_the_command_refuses_options_it_cannot_apply(capsys) -> None:
     assert "download sd21 and dinov2 in two commands" in capsys.readouterr().err
     assert main(["download", "dinov2", "--variant", "fp16"]) == 2
     assert "--variant applies to sd21" in capsys.readouterr().err
+
+
+def test_an_unreachable_hub_names_the_fix(monkeypatch) -> None:
+    """Online, but the endpoint refuses connections (a closed port on 127.0.0.1)."""
+    import socket
+
+    import huggingface_hub
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read by the hub at import
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")  # what HfApi() uses
+    monkeypatch.setattr("time.sleep", lambda seconds: None)  # the hub's five retries, without their back-off
+    with pytest.raises(DownloadError, match=r"cannot download 'facebook/dinov2-base'.*ConnectError.*HF_ENDPOINT to a hub mirror"):
+        download_dinov2()
