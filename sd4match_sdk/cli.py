@@ -58,7 +58,9 @@ def _common(parser: argparse.ArgumentParser, ensemble: bool = True) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sd4match", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="sd4match", description="Match keypoints, extract features, download weights and prompts, compare with the paper."
+    )
     parser.add_argument("--version", action="version", version=f"sd4match-sdk {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 

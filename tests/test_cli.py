@@ -141,6 +141,8 @@ def test_demo_with_weights_and_an_official_prompt(tiny_sd, server, cache, prompt
     assert main(["download", "prompts"]) == 0
     printed = capsys.readouterr().out
     assert "official:single_spair" in printed and "use them: --prompt official:" in printed
+    assert main(["download", "prompts", "--force"]) == 0 and server.ranges == [None, None]  # fetched again, same archive
+    capsys.readouterr()
     out = tmp_path / "real.png"
     assert main(["demo", "--model", str(tiny_sd), "--prompt", "official:class_spair", "--ensemble", "1", "--out", str(out)]) == 0
     text = capsys.readouterr().out
