@@ -147,7 +147,7 @@ class Matcher:
             PromptError: the prompt cannot be read or does not fit the model.
         """
         match_config = MatchConfig(method=method, sigma=sigma, beta=beta)
-        device = resolve_device(device)
+        device = resolve_device(device) if device == "auto" else torch.device(device)  # "auto": CUDA when available
         model = model or default_sd_model()
         if is_engine_directory(model):
             backend: FeatureBackend = _open_engine_backend(model, prompt, device, engine_runtime)
