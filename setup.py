@@ -46,6 +46,7 @@ INSTALL_REQUIRES = [
     "transformers>=5.0,<6",  # 5.x flattened CLIPTextModel (no `text_model` attribute)
     "safetensors>=0.4",
     "huggingface_hub>=0.34",
+    "requests>=2.28",  # sd4match download prompts (resumable HTTP); diffusers depends on it too
     "numpy>=1.24",
     "pillow>=10",
     "opencv-python>=4.8",

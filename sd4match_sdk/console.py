@@ -51,8 +51,9 @@ def _logging_modules() -> list:
 
 
 @contextlib.contextmanager
-def quiet_libraries(verbose: bool = False) -> Iterator[None]:
-    """Silence the libraries' logs, progress bars and warnings inside the block (not with ``verbose``)."""
+def quiet_libraries(verbose: bool = False, hub_progress: bool = False) -> Iterator[None]:
+    """Silence the libraries' logs, progress bars and warnings inside the block (not with ``verbose``);
+    ``hub_progress`` keeps the Hugging Face hub's download bars (``sd4match download``)."""
     if verbose:
         yield
         return
@@ -64,7 +65,8 @@ def quiet_libraries(verbose: bool = False) -> Iterator[None]:
     for m in modules:
         m.set_verbosity_error()
         m.disable_progress_bar()
-    hub.disable_progress_bars()
+    if not hub_progress:
+        hub.disable_progress_bars()
     try:
         with warnings.catch_warnings():
             for name in QUIET_LIBRARIES:
@@ -137,7 +139,11 @@ def check_image_output(path: str | os.PathLike, option: str) -> Path:
 
 
 def run_command(
-    prog: str, command: Callable[[], None], verbose: bool = False, where: Callable[[], str] = lambda: ""
+    prog: str,
+    command: Callable[[], None],
+    verbose: bool = False,
+    where: Callable[[], str] = lambda: "",
+    hub_progress: bool = False,
 ) -> int:
     """Run a command with quiet libraries; a user error is one line on stderr and exit status 2.
 
@@ -146,12 +152,13 @@ def run_command(
         command: the command's work.
         verbose: show the libraries' output, and the traceback of an error.
         where: which process failed, for the message (``" (rank 1 of 2)"`` under torchrun).
+        hub_progress: keep the hub's download progress bars while the libraries are quiet.
 
     Returns:
         0, or 2 after an :class:`SD4MatchError` or a file-system ``OSError``.
     """
     try:
-        with quiet_libraries(verbose):
+        with quiet_libraries(verbose, hub_progress):
             command()
     except SD4MatchError as err:
         return _report(f"{prog}: error{where()}", str(err), verbose)

@@ -23,6 +23,7 @@ __all__ = [
     "EngineError",
     "DatasetError",
     "DistributedError",
+    "DownloadError",
 ]
 
 
@@ -111,3 +112,7 @@ class DatasetError(SD4MatchError, ValueError):
 
 class DistributedError(SD4MatchError):
     """Another process of a multi-process run (torchrun) failed, or the processes could not meet."""
+
+
+class DownloadError(SD4MatchError, OSError):
+    """A download failed, or what arrived is not what the SDK expects (size, sha256, layout)."""

@@ -22,7 +22,7 @@ from .engine.directory import check_not_unfinished_engine, is_engine_directory
 from .engine.format import EngineRuntime
 from .engine.runtime import open_engine
 from .errors import ConfigError
-from .features import FeatureBackend, TorchFeatureBackend
+from .features import FeatureBackend, ImageFeatures, TorchFeatureBackend
 from .images import ImageInput, load_image
 from .kernels import match_function
 from .models.loading import load_dino, load_sd_components
@@ -64,21 +64,6 @@ class MatchResult:
     def to_dict(self) -> dict[str, list]:
         """JSON-friendly ``{"query": [[x, y], ...], "points": [...], "scores": [...]}``."""
         return {"query": self.query.tolist(), "points": self.points.tolist(), "scores": self.scores.tolist()}
-
-
-@dataclass(frozen=True)
-class ImageFeatures:
-    """Raw SD features of one image, reusable across many pairs (single/class/text prompts).
-
-    Attributes:
-        features: ``(1, C, h, w)`` raw ensemble-mean feature map (not normalised), float32.
-        size: ``(W, H)`` of the original image.
-        category: the category its prompt was built for (class prompts), else ``None``.
-    """
-
-    features: Tensor
-    size: tuple[int, int]
-    category: str | None = None
 
 
 def _default_dtype(device: torch.device) -> torch.dtype:
@@ -142,7 +127,7 @@ class Matcher:
                 pair), or a prompt file (ours ``.safetensors``, official ``caption.pt``/``ckpt.pt``).
                 Engines carry their prompt: leave it ``None``.
             dino: DINOv2 directory or hub id for CPM prompts (``facebook/dinov2-base`` if ``None``).
-            device: ``"cpu"``, ``"cuda"``, ...
+            device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or ``"auto"`` (CUDA when available).
             dtype: UNet/text-encoder dtype; float16 on CUDA and float32 on CPU when ``None``
                 (an engine's: its precision). The VAE encoder always runs in float32.
             timestep, ensemble, image_size: diffusion timestep t, noise draws averaged per image,
@@ -273,12 +258,21 @@ class Matcher:
         """Match points of ``source`` into ``target`` given both images' features.
 
         Args:
-            source: features of the source image.
+            source: features of the source image (:meth:`features`, or :meth:`ImageFeatures.load`
+                of a file ``sd4match features`` wrote).
             target: features of the target image.
             points: ``(N, 2)`` ``(x, y)`` pixels of the source image.
+
+        Raises:
+            ConfigError: features computed at another image size than this matcher's.
         """
         if not isinstance(source, ImageFeatures) or not isinstance(target, ImageFeatures):
             raise ConfigError("match_features takes the ImageFeatures of m.features(image) for source and target")
+        for which, feats in (("source", source), ("target", target)):
+            size = feats.metadata.get("image_size")
+            if size and int(size) != self.feature_config.image_size:
+                raise ConfigError(f"the {which} features were computed at image_size {size}, this matcher uses "
+                                  f"{self.feature_config.image_size}: build the Matcher with image_size={size}")  # fmt: skip
         query = check_points(points, source.size)
         return self._match(source.features, target.features, query, source.size, target.size)
 

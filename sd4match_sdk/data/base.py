@@ -210,6 +210,8 @@ class PairDataset:
         self.split = split
         self.frame = int(frame)
         self.records: list[PairRecord] = []
+        #: The file the pairs were read from (recorded in evaluation results).
+        self.pair_list: Path | None = None
 
     def __len__(self) -> int:
         return len(self.records)

@@ -73,6 +73,7 @@ class PFPascalDataset(PairDataset):
     def __init__(self, root: str | os.PathLike, split: str = "test", frame: int = 768) -> None:
         super().__init__(root, split, frame)
         pairs = self.root / f"{split}_pairs.csv"
+        self.pair_list = pairs
         if not pairs.is_file():
             raise DatasetError(f"{pairs}: PF-Pascal pair list is missing")
         base = self.root / "PF-dataset-PASCAL"

@@ -49,8 +49,14 @@ class PFWillowDataset(PairDataset):
     ) -> None:
         super().__init__(root, split, frame)
         pairs = self.root / pair_list
+        self.pair_list = pairs
         if not pairs.is_file():
-            raise DatasetError(f"{pairs}: PF-Willow pair list is missing")
+            others = sorted(p.name for p in self.root.glob("*.csv"))
+            found = f"; csv files in {self.root}: {', '.join(others)}" if others else ""
+            raise DatasetError(
+                f"{pairs}: PF-Willow pair list is missing; pass the pair list with --pair-list FILE (relative to "
+                f"--root; in Python: pair_list=...){found}"
+            )
         n = PFWILLOW_KEYPOINTS
         with pairs.open(newline="", encoding="utf-8") as f, text_file_errors(pairs):
             reader = csv.reader(f)

@@ -42,6 +42,7 @@ class SPairDataset(PairDataset):
     def __init__(self, root: str | os.PathLike, split: str = "test", frame: int = 768) -> None:
         super().__init__(root, split, frame)
         layout = self.root / "Layout" / "large" / f"{split}.txt"
+        self.pair_list = layout
         if not layout.is_file():
             raise DatasetError(f"{layout}: SPair-71k pair list is missing")
         try:

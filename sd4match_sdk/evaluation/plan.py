@@ -4,8 +4,8 @@ The plan is a function of the dataset, the prompt kind, ``max_pairs`` and the ba
 of the number of processes, so every process count runs the same batches and gets bitwise the
 same features:
 
-1. **Pairs**: the first ``max_pairs`` pairs, grouped by category (stable within one): the
-   visiting order, whose positions name the pairs below.
+1. **Pairs**: all pairs, or ``max_pairs`` of them spread over the categories, grouped by
+   category (stable within one): the visiting order, whose positions name the pairs below.
 2. **Units**: Single/Class/text prompts give an image the same features in all its pairs, so a
    unit is a unique image (identifier, flip and, when the prompt depends on it, the category), in
    the order of first use. A CPM prompt conditions both images on the pair, so a unit is a pair.
@@ -20,6 +20,7 @@ same features:
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +35,22 @@ ImageKey = tuple[str, bool, str | None]
 
 
 def visiting_order(dataset: PairDataset, max_pairs: int | None = None) -> list[int]:
-    """The first ``max_pairs`` pairs (all when ``None``), grouped by category (stable within one)."""
-    count = len(dataset) if not max_pairs else min(max_pairs, len(dataset))
-    return sorted(range(count), key=lambda i: (dataset.records[i].category, i))
+    """The pairs to evaluate, grouped by category (dataset order within one).
+
+    All pairs when ``max_pairs`` is ``None``; else ``max_pairs`` pairs spread over the categories:
+    the sorted categories take turns, each giving its next pair in dataset order, so a subset
+    covers as many categories as it can (a deterministic choice; the first rows of a pair list
+    are often a single category).
+    """
+    records = dataset.records
+    chosen: list[int] = list(range(len(records)))
+    if max_pairs and max_pairs < len(records):
+        by_category: dict[str, list[int]] = defaultdict(list)
+        for i, record in enumerate(records):
+            by_category[record.category].append(i)
+        queues = [by_category[c] for c in sorted(by_category)]
+        chosen = [q[turn] for turn in range(max(map(len, queues))) for q in queues if turn < len(q)][:max_pairs]
+    return sorted(chosen, key=lambda i: (records[i].category, i))
 
 
 def image_key(record: PairRecord, which: int, category_matters: bool) -> ImageKey:
@@ -107,6 +121,16 @@ class EvalPlan:
     @property
     def num_units(self) -> int:
         return len(self.order) if self.per_pair else len(self.images)
+
+    @property
+    def num_images(self) -> int:
+        """Images whose features the plan computes (its cost): unique images, or two per CPM pair."""
+        return 2 * len(self.order) if self.per_pair else len(self.images)
+
+    def round_images(self, round_: Round) -> int:
+        """Images whose features ``round_`` computes, all ranks together."""
+        factor = 2 if self.per_pair else 1
+        return factor * sum(len(self.batch(b)) for b in round_.batches if b is not None)
 
     @property
     def num_batches(self) -> int:

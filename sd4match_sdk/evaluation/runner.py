@@ -40,7 +40,10 @@ from .cache import DinoTokens, seeded_generator
 from .loading import batch_loader
 from .plan import EvalPlan, Round, build_plan, visiting_order
 
-__all__ = ["EvalResult", "ScoredPair", "evaluate", "visiting_order"]
+__all__ = ["PCK_UNIT", "EvalResult", "ScoredPair", "evaluate", "visiting_order"]
+
+#: How the JSON results store PCK (the printed tables show percent, as the paper).
+PCK_UNIT = "fraction of a pair's keypoints, 0-1 (printed tables: percent)"
 
 
 @dataclass
@@ -64,6 +67,7 @@ class EvalResult:
     def to_dict(self) -> dict:
         return {
             "settings": self.settings,
+            "pck_unit": PCK_UNIT,
             **self.summary.to_dict(),
             "seconds": self.seconds,
             "pairs_per_second": (self.summary.num_pairs / self.seconds) if self.seconds > 0 else None,
@@ -100,8 +104,9 @@ def evaluate(
         dataset: a benchmark split.
         alphas: PCK tolerance factors.
         seed: seeds every image's (or pair's) noise; ``None`` draws from the global RNG.
-        max_pairs: evaluate only the first N pairs (in dataset order).
-        progress: show a progress bar with pairs/s (on rank 0).
+        max_pairs: evaluate only N pairs, spread over the categories (:func:`~.plan.visiting_order`).
+        progress: show a progress bar (on rank 0); it counts the images whose features are
+            computed (the cost), with the pairs done beside it.
         autocast_dtype: run the feature extraction under CUDA autocast with this dtype (the
             official validation uses fp16 autocast over fp32 weights); ignored on the CPU.
         desc: progress bar label.
@@ -122,14 +127,16 @@ def evaluate(
     # 3. Compute, exchange and match round by round
     runner_class = _PairRounds if plan.per_pair else _ImageRounds
     runner = runner_class(matcher, dataset, plan, rounds, seed, tuple(alphas), distributed)
-    bar = tqdm(total=len(plan.order), desc=desc, unit="pairs", disable=not (progress and distributed.is_main),
-               dynamic_ncols=True, smoothing=0.1)  # fmt: skip
+    bar = _progress(plan, desc, progress and distributed.is_main)
     scored: list[ScoredPair] = []
+    pairs_done = 0
     with bar:
         for index, round_ in enumerate(rounds):
             with _autocast(matcher.device.type, autocast_dtype):
                 scored += runner.run_round(index, round_, loaded)
-            bar.update(round_.num_pairs)
+            pairs_done += round_.num_pairs
+            bar.set_postfix_str(f"{pairs_done}/{len(plan.order)} pairs", refresh=False)
+            bar.update(plan.round_images(round_))
     # 4. Gather every process's pairs, in visiting order
     everyone = sorted((p for part in distributed.gather_objects(scored) for p in part), key=lambda p: p.position)
     # 5. Summarise
@@ -262,7 +269,20 @@ def _settings(matcher: Matcher, dataset: PairDataset, seed: int | None, num_pair
         "seed": seed,
         "batch_size": batch_size,
         "num_pairs": num_pairs,
+        "pair_list": _relative(dataset.pair_list, dataset.root),
     }
+
+
+def _relative(path, root) -> str | None:
+    """``path`` relative to the dataset root when inside it (results do not depend on where data lives)."""
+    if path is None:
+        return None
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def _progress(plan: EvalPlan, desc: str, enabled: bool) -> tqdm:
+    """A bar over the images whose features are computed: they cost the time, pairs do not."""
+    return tqdm(total=plan.num_images, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True, smoothing=0.1)
 
 
 def _autocast(device_type: str, dtype: torch.dtype | None):

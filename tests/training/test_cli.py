@@ -90,6 +90,21 @@ def test_cpm_on_spair(tiny_sd, tiny_dino, spair_root, tmp_path):
     assert matcher.prompt_kind is PromptKind.CPM
 
 
+def test_start_line_says_the_real_step_size_and_workers(tiny_sd, spair_root, tmp_path, capsys):
+    """The SPair fixture has 4 test pairs: a batch of 9 gives steps of 4 (docs/training.md, "Try it")."""
+    out = tmp_path / "single9"
+    code = main(["--config", str(CONFIGS / "single_spair.toml"), "--root", str(spair_root), "--out", str(out),
+                 "--model", str(tiny_sd), "--steps", "1", "--set", "train_split=test", "--set", "val_split=",
+                 "--set", "image_size=256", "--set", "micro_batch_size=4", "--no-progress", "--no-tensorboard"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    from sd4match_sdk.training.data import available_cpus, loader_workers
+
+    workers = loader_workers(-1)
+    assert "(4 pairs), 1 steps of 4 pairs (micro-batch 4)" in printed
+    assert f"{workers} loader workers on {available_cpus()} CPUs" in printed
+
+
 def test_cli_errors(tmp_path, capsys):
     assert main(["--prompt", "single", "--out", str(tmp_path)]) == 2
     assert "pass --root DIR" in capsys.readouterr().err
