@@ -52,8 +52,8 @@ def _common(parser: argparse.ArgumentParser, ensemble: bool = True) -> None:
     parser.add_argument("--prompt", default=None, help=_PROMPT_HELP)
     parser.add_argument("--category", default=None, help="category for Class prompts and '{category}' texts")
     if ensemble:
-        parser.add_argument("--ensemble", type=int, default=8, help="noise draws averaged per image (default 8)")
-    parser.add_argument("--timestep", type=int, default=50, help="diffusion timestep (default 50, the released setting)")
+        parser.add_argument("--ensemble", type=int, default=None, help="noise draws averaged per image (default 8, or an engine's)")
+    parser.add_argument("--timestep", type=int, default=None, help="diffusion timestep (default 50, the released setting, or an engine's)")
     parser.add_argument("--device", default="auto", help=_DEVICE_HELP)
     add_verbose_flag(parser)
 
@@ -101,7 +101,7 @@ def _build_parser() -> argparse.ArgumentParser:
     features.add_argument("images", nargs="+", help="image files and folders (searched recursively)")
     features.add_argument("--out", required=True, help="directory for the .safetensors files (mirrors the folders' layout)")
     _common(features)
-    features.add_argument("--image-size", type=int, default=768, help="side of the square model frame (default 768)")
+    features.add_argument("--image-size", type=int, default=None, help="side of the square model frame (default 768, or an engine's)")
     features.add_argument("--seed", type=int, default=0, help="base seed; each image's noise is seeded from it and its name (default 0)")
     features.add_argument("--batch-size", type=int, default=4, help="images per UNet batch (default 4)")
     features.add_argument("--overwrite", action="store_true", help="recompute files that exist (default: skip those done)")
@@ -245,8 +245,8 @@ def _cmd_features(args: argparse.Namespace) -> None:
     matcher = Matcher.from_pretrained(args.model, prompt=weights, device=args.device, timestep=args.timestep,
                                       ensemble=args.ensemble, image_size=args.image_size)  # fmt: skip
     # 2. Extract what is not done yet
-    settings = {"model": args.model or default_sd_model(), "prompt": args.prompt or "", "timestep": args.timestep,
-                "ensemble": args.ensemble, "image_size": args.image_size, "device": str(matcher.device),
+    settings = {"model": args.model or default_sd_model(), "prompt": args.prompt or "", "timestep": matcher.feature_config.timestep,
+                "ensemble": matcher.feature_config.ensemble, "image_size": matcher.feature_config.image_size, "device": str(matcher.device),
                 "backend": matcher.backend.name}  # fmt: skip
     report = extract_feature_files(matcher, jobs, settings, category=args.category, seed=args.seed,
                                    batch_size=args.batch_size, overwrite=args.overwrite, progress=not args.no_progress)  # fmt: skip

@@ -19,6 +19,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 from .errors import ConfigError, SD4MatchError
 
@@ -64,9 +65,8 @@ def quiet_libraries(verbose: bool = False, hub_progress: bool = False) -> Iterat
     hub_bars_disabled = hub.are_progress_bars_disabled()
     for m in modules:
         m.set_verbosity_error()
-        m.disable_progress_bar()
-    if not hub_progress:
-        hub.disable_progress_bars()
+        m.disable_progress_bar()  # transformers' also turns the hub's bars off, hence the line below
+    _set_hub_bars(hub, enabled=hub_progress and not hub_bars_disabled)
     try:
         with warnings.catch_warnings():
             for name in QUIET_LIBRARIES:
@@ -76,8 +76,11 @@ def quiet_libraries(verbose: bool = False, hub_progress: bool = False) -> Iterat
         for m, (verbosity, bars) in zip(modules, saved):
             m.set_verbosity(verbosity)
             (m.enable_progress_bar if bars else m.disable_progress_bar)()
-        if not hub_bars_disabled:
-            hub.enable_progress_bars()
+        _set_hub_bars(hub, enabled=not hub_bars_disabled)
+
+
+def _set_hub_bars(hub: ModuleType, enabled: bool) -> None:
+    (hub.enable_progress_bars if enabled else hub.disable_progress_bars)()
 
 
 def _blocking_file(path: Path) -> Path | None:

@@ -45,8 +45,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="how a match is read off the cosine map (default kernel_softargmax, the paper's)")
     p.add_argument("--image-size", type=int, default=None, help="side of the square model frame (default 768, or an engine's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise; each image/pair gets its own stream (default 0)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available, default; under torchrun each process's own "
-                   "GPU), cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available; default), cpu, cuda, cuda:1, ...; "
+                   "under torchrun, auto is each process's own GPU")
     p.add_argument("--batch-size", type=int, default=1,
                    help="images (Single/Class/text) or pairs (CPM) per UNet batch (default 1); larger is faster and "
                         "equal within float rounding")  # fmt: skip

@@ -6,7 +6,7 @@ import pytest
 
 from sd4match_sdk.data import PFWillowDataset, SPairDataset
 from sd4match_sdk.errors import ConfigError
-from sd4match_sdk.evaluation.plan import build_plan
+from sd4match_sdk.evaluation.plan import build_plan, visiting_order
 from sd4match_sdk.prompts import PromptKind
 
 
@@ -14,7 +14,8 @@ from sd4match_sdk.prompts import PromptKind
 def test_images_are_computed_once_and_each_pair_after_both_its_images(pfwillow_root, batch_size):
     dataset = PFWillowDataset(pfwillow_root, pair_list="test_pairs_DERIVED.csv")
     plan = build_plan(dataset, PromptKind.SINGLE, max_pairs=40, batch_size=batch_size)
-    assert len(plan.images) == len({str(p) for r in dataset.records[:40] for p in (r.source_path, r.target_path)})
+    chosen = [dataset.records[i] for i in visiting_order(dataset, 40)]
+    assert len(plan.images) == len({str(p) for r in chosen for p in (r.source_path, r.target_path)})
     for world in (1, 2, 3, 7):
         rounds = plan.schedule(world)
         computed = [b for r in rounds for b in r.batches if b is not None]

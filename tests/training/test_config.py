@@ -49,6 +49,6 @@ def test_more_workers_than_cpus_do_not_warn_twice(spair_root):
     config = load_train_config(image_size=256, batch_size=2, num_workers=available_cpus() + 1, train_split="test")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        batches = list(step_loader(dataset, config, 0, 2, with_images=False, pin_memory=False))
+        batches = list(step_loader(dataset, config, 0, 2, pin_memory=False))
     assert len(batches) == 2 and [len(b) for b in batches] == [2, 2]
     assert not [w for w in caught if "worker" in str(w.message)]  # torch's twice-repeated warning is gone
