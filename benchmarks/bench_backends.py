@@ -2,8 +2,10 @@
 
 One run, one machine: the same model is exported to an engine directory, then both backends
 extract features of the same images with the same seeds (so the outputs are compared too).
-Prints the machine, per-image time (median and IQR over the repeats, after warm-up), the
-ratio, the feature difference and the match difference against PyTorch; with ``--fp16`` also
+Prints the machine (the CPU model: ONNX Runtime's speed against PyTorch depends on it), per-image
+time (median and IQR over the repeats, after warm-up), the ratio, the memory each backend adds at
+its peak while extracting one image (CPU: resident memory sampled every 10 ms), the feature
+difference and the match difference against PyTorch; with ``--fp16`` also
 an fp16 engine and its feature error against the fp32 reference (docs/design.md §13.10).
 
     python benchmarks/bench_backends.py                       # tiny SD-2.1-shaped model, 768 px, E=8
@@ -35,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, time_call  # noqa: E402
+from common import machine, peak_rss_during, time_call  # noqa: E402
 
 from sd4match_sdk import Matcher
 from sd4match_sdk.features import TorchFeatureBackend
@@ -60,6 +62,20 @@ def time_per_image(
 
     timing = time_call(one_pass, device, repeats=repeats, warmup=warmup)
     return timing["median_s"] / len(images), timing["iqr_s"] / len(images)
+
+
+def peak_memory(matcher: Matcher, image: np.ndarray, device: torch.device) -> int:
+    """Bytes the first extraction of one image adds at its peak (CUDA allocator peak, or sampled
+    resident memory on the CPU): measured before any other run, since ONNX Runtime keeps the memory
+    arena its first run grows."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        matcher.features(image, seed=0)
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    return peak_rss_during(lambda: matcher.features(image, seed=0))
 
 
 def outputs(matcher: Matcher, images: list[np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
@@ -141,18 +157,21 @@ def main(argv: list[str] | None = None) -> int:
 
         # One backend in memory at a time (the full model is large): time it, keep its outputs.
         reference = Matcher(TorchFeatureBackend(components, PromptWeights.from_text(""), feature, device))
+        torch_peak = peak_memory(reference, images[0], device)  # first: ONNX Runtime's arena grows on its first run
         torch_median, torch_iqr = time_per_image(reference, images, warmup, repeats, device)
         reference_outputs = outputs(reference, images)
         del reference, components
         gc.collect()
-        results = {"torch fp32": {"seconds_per_image": torch_median, "iqr": torch_iqr}}
+        results = {"torch fp32": {"seconds_per_image": torch_median, "iqr": torch_iqr, "peak_bytes": torch_peak}}
         providers = {}
         for name, out in engine_dirs.items():
             matcher = Matcher.from_pretrained(str(out), device=device)
+            peak = peak_memory(matcher, images[0], device)
             median, iqr = time_per_image(matcher, images, warmup, repeats, device)
             results[name] = {
                 "seconds_per_image": median,
                 "iqr": iqr,
+                "peak_bytes": peak,
                 **compare(reference_outputs, outputs(matcher, images)),
             }
             providers[name] = matcher.backend.runners["unet"].providers[0]
@@ -160,19 +179,23 @@ def main(argv: list[str] | None = None) -> int:
             gc.collect()
         print()
         print(
-            f"{'backend':<20} {'s/image':>9} {'IQR':>8} {'vs torch':>9} {'feat max|d|':>12} {'rel':>9} {'min cos':>9} {'match px':>9}"
+            f"{'backend':<20} {'s/image':>9} {'IQR':>8} {'vs torch':>9} {'peak MiB':>9} {'feat max|d|':>12} {'rel':>9} "
+            f"{'min cos':>9} {'match px':>9}"
         )
-        print(f"{'torch fp32 (' + device.type + ')':<20} {torch_median:9.3f} {torch_iqr:8.3f} {1.0:9.2f}")
+        print(f"{'torch fp32 (' + device.type + ')':<20} {torch_median:9.3f} {torch_iqr:8.3f} {1.0:9.2f} {torch_peak / 2**20:9.0f}")
         for name, r in results.items():
             if name == "torch fp32":
                 continue
             print(
                 f"{name:<20} {r['seconds_per_image']:9.3f} {r['iqr']:8.3f} {torch_median / r['seconds_per_image']:8.2f}x "
-                f"{r['feature_max_abs']:12.3g} {r['feature_max_rel']:9.2g} {r['feature_min_cosine']:9.6f} {r['match_max_px']:9.3g}"
+                f"{r['peak_bytes'] / 2**20:9.0f} {r['feature_max_abs']:12.3g} {r['feature_max_rel']:9.2g} "
+                f"{r['feature_min_cosine']:9.6f} {r['match_max_px']:9.3g}"
             )
         print(f"onnxruntime provider: {', '.join(f'{k}: {v}' for k, v in providers.items())}")
         print(
-            "'vs torch' > 1 means faster than PyTorch; feature/match columns compare with PyTorch fp32 on the same noise."
+            "'vs torch' > 1 means faster than PyTorch (on this CPU: the ratio depends on the CPU's vector units); "
+            "'peak MiB' is the memory one image's extraction adds; feature/match columns compare with PyTorch fp32 on "
+            "the same noise."
         )
         if args.json:
             Path(args.json).write_text(json.dumps({"machine": machine(device), "model": label, "image_size": args.image_size,

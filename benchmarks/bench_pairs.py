@@ -11,7 +11,7 @@ Rows (each in its own process, so its peak memory is its own; every row builds t
 * ``reference``: the float32 eager SDK; every row's deviation is measured against its batch-1
   matches (on the CPU the ``sdk`` row is this reference).
 * ``sdk``: the SDK's defaults (CUDA: float16 UNet, text encoder and VAE; CPU: float32).
-* ``sdk-compiled``: ``compile=True`` (docs/design.md §13.16).
+* ``sdk-compiled``: ``compile=True`` (docs/design.md §13.21).
 * ``sdk-bf16`` (``--bf16``): bfloat16 UNet and VAE, an option with its deviation; not in the headline.
 * ``engine-onnxruntime``, ``engine-tensorrt``: an engine exported from the same weights, where the
   runtime (and on CUDA its CUDA provider) is importable; skipped with the reason otherwise.

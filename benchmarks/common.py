@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import platform
 import statistics
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -31,15 +33,20 @@ def time_call(fn: Callable[[], object], device: torch.device, repeats: int, warm
 
 
 def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``, as ``lscpu`` shows it), else the platform's word for it."""
+    """The CPU's model name and its vector extensions that matter for inference speed (Linux: /proc/cpuinfo).
+
+    ONNX Runtime's and PyTorch's CPU kernels pick code paths by these (AVX2, AVX-512, AMX), so a
+    ratio between them holds for one CPU only.
+    """
     try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+        info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+    fields = {key.strip(): value for key, value in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
+    name = " ".join(fields.get("model name", platform.machine()).split())
+    flags = set(fields.get("flags", "").split())
+    extensions = [e for e, flag in (("AVX2", "avx2"), ("AVX-512", "avx512f"), ("AMX", "amx_tile")) if flag in flags]
+    return name + (f" ({', '.join(extensions)})" if extensions else "")
 
 
 def device_name(device: torch.device) -> str:
@@ -48,7 +55,7 @@ def device_name(device: torch.device) -> str:
 
 
 def machine(device: torch.device) -> str:
-    """A one-line description of where the numbers were taken."""
+    """A one-line description of where the numbers were taken (the CPU model for CPU figures)."""
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         return f"{props.name} ({props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB), torch {torch.__version__}"
@@ -68,3 +75,31 @@ def bf16_matmul_tflops(device: torch.device, size: int = 8192, repeats: int = 10
     end.record()
     torch.cuda.synchronize(device)
     return 2 * size**3 * repeats / (start.elapsed_time(end) / 1e3) / 1e12
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def peak_rss_during(fn: Callable[[], object], interval_s: float = 0.01) -> int:
+    """Bytes of resident memory ``fn`` adds at its peak: the highest RSS sampled while it runs
+    (a thread reads /proc/self/status every ``interval_s``) minus the RSS before. Linux only (0 elsewhere)."""
+    if not Path("/proc/self/status").exists():
+        fn()
+        return 0
+    before, peak, done = _rss_bytes(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(interval_s)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak[0], _rss_bytes()) - before

@@ -1,12 +1,13 @@
 """One-shot GPU check of the fused Kernel-Soft-Argmax kernel: build, check, benchmark.
 
-Run from the repository root on a machine with a CUDA GPU, nvcc, torch and pybind11 (no internet,
+Run from the repository root on a machine with a CUDA GPU, nvcc, CMake >= 3.18 (on PATH or the
+`cmake` PyPI package), torch and pybind11 (no internet,
 pytest optional):
 
     bash benchmarks/gpu_kernel_check.sh          # or: python benchmarks/gpu_kernel_check.py
 
 Sections (each prints a header, catches its own failure and goes on):
-  1. environment   torch, CUDA, device, nvcc
+  1. environment   torch, CUDA, device, nvcc, cmake
   2. build         SD4MATCH_CUDA=1 SD4MATCH_CUDA_ARCH=${SD4MATCH_CUDA_ARCH:-90} setup.py build_ext --inplace
   3. checks        the CUDA kernel against the torch reference: known answers, borders and corners,
                    A and B of different sizes, N=0/1, batch>1, dense, non-contiguous inputs, fp32 and
@@ -15,7 +16,7 @@ Sections (each prints a header, catches its own failure and goes on):
   4. pytest        tests/kernels -k "cuda and not emulated" (if pytest is installed)
   5. benchmark     benchmarks/bench_kernel.py --device cuda --dtype fp16 --batch 8, then fp32 dense 48x48
   6. summary       one line per section and check
-Logs go to $OUT (if set) or the current directory: gpu_kernel_check_build.log.
+The build log goes to $OUT (if set) or the gitignored build/: gpu_kernel_check_build.log.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests" / "kernels"))
 sys.path.insert(0, str(ROOT))
-LOG_DIR = Path(os.environ.get("OUT") or ".")
+LOG_DIR = Path(os.environ.get("OUT") or ROOT / "build")  # never a tracked place
 #: SD4MATCH_CHECK_DRY=1 rehearses the checks on the CPU module (no GPU needed): it tests this script.
 DRY_RUN = os.environ.get("SD4MATCH_CHECK_DRY") == "1"
 RESULTS: list[tuple[str, str, str]] = []  # (section, name, outcome)
@@ -71,12 +72,13 @@ def environment() -> None:
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
         print(f"device 0: {p.name}, sm_{p.major}{p.minor}, {p.multi_processor_count} SMs, {p.total_memory / 2**30:.1f} GiB")
-    nvcc = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
-    try:
-        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
-        print(out.splitlines()[-1] if out else "nvcc: no output")
-    except (OSError, subprocess.SubprocessError) as exc:
-        print(f"nvcc: {exc}")
+    for tool, default in (("nvcc", "/usr/local/cuda/bin/nvcc"), ("cmake", "cmake")):
+        try:
+            cmd = [shutil.which(tool) or default, "--version"]
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+            print(out.splitlines()[-1 if tool == "nvcc" else 0] if out else f"{tool}: no output")
+        except (OSError, subprocess.SubprocessError) as exc:
+            print(f"{tool}: {exc}")
     for mod in ("pybind11", "numpy", "pytest", "PIL"):
         try:
             m = importlib.import_module(mod)
@@ -91,6 +93,7 @@ def build() -> None:
     cmd = [sys.executable, "setup.py", "build_ext", "--inplace"]
     print(f"SD4MATCH_CUDA=1 SD4MATCH_CUDA_ARCH={env['SD4MATCH_CUDA_ARCH']} {' '.join(cmd)}", flush=True)
     log = LOG_DIR / "gpu_kernel_check_build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
     log.write_text(result.stdout + "\n" + result.stderr)

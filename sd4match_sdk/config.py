@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 
+from .checks import check_int, check_positive_float
 from .errors import ConfigError
 
 __all__ = [
@@ -70,15 +71,18 @@ class FeatureConfig:
     ensemble: int = 8  # noise draws averaged per image (test.py); training uses 1
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "image_size", check_int("image_size", self.image_size))
+        object.__setattr__(self, "timestep", check_int("timestep", self.timestep))
+        object.__setattr__(self, "ensemble", check_int("ensemble", self.ensemble))
         if self.image_size <= 0 or self.image_size % 64 != 0:
             raise ConfigError(
                 f"image_size must be a positive multiple of 64 (got {self.image_size}); "
-                "the UNet halves the 1/8 latent three times"
+                "the UNet halves the 1/8 latent three times; e.g. 768 (the faithful frame), 512 or 256"
             )
         if not 0 <= self.timestep < 1000:
-            raise ConfigError(f"timestep must lie in [0, 1000) (got {self.timestep})")
+            raise ConfigError(f"timestep must lie in [0, 1000) (got {self.timestep}); 50 is the released test setting")
         if self.ensemble < 1:
-            raise ConfigError(f"ensemble must be >= 1 (got {self.ensemble})")
+            raise ConfigError(f"ensemble must be >= 1 (got {self.ensemble}); 8 is the released test setting")
 
     @property
     def grid_size(self) -> int:
@@ -100,5 +104,5 @@ class MatchConfig:
         except ValueError:
             known = ", ".join(m.value for m in MatchMethod)
             raise ConfigError(f"unknown match method {self.method!r}; choose one of: {known}") from None
-        if self.sigma <= 0 or self.beta <= 0:
-            raise ConfigError(f"sigma and beta must be positive (got sigma={self.sigma}, beta={self.beta})")
+        object.__setattr__(self, "sigma", check_positive_float("sigma", self.sigma))
+        object.__setattr__(self, "beta", check_positive_float("beta", self.beta))

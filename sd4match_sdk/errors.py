@@ -22,6 +22,8 @@ __all__ = [
     "BackendUnavailableError",
     "EngineError",
     "DatasetError",
+    "DistributedError",
+    "DownloadError",
 ]
 
 
@@ -106,3 +108,11 @@ class EngineError(SD4MatchError):
 
 class DatasetError(SD4MatchError, ValueError):
     """A dataset file is missing or malformed."""
+
+
+class DistributedError(SD4MatchError):
+    """Another process of a multi-process run (torchrun) failed, or the processes could not meet."""
+
+
+class DownloadError(SD4MatchError, OSError):
+    """A download failed, or what arrived is not what the SDK expects (size, sha256, layout)."""

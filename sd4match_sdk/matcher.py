@@ -6,7 +6,7 @@ raw SD features for both images in one UNet batch, and read the matches off the 
 Kernel-Soft-Argmax. Points go in and come out in the original images' pixels.
 
 Many pairs (or images) run in device batches under a memory budget, the next batch's host work
-(decode, resize, noise, pinned copies) overlapping the current one's device work (docs/design.md §13.17).
+(decode, resize, noise, pinned copies) overlapping the current one's device work (docs/design.md §13.22).
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checks import check_dtype, check_int, check_list, check_name, resolve_device
 from .config import FeatureConfig, MatchConfig, MatchingBackend, MatchMethod, default_sd_model
-from .engine.directory import is_engine_directory
+from .engine.directory import check_not_unfinished_engine, is_engine_directory
 from .engine.format import EngineRuntime
 from .engine.runtime import open_engine
 from .errors import ConfigError
-from .features import FeatureBackend, TorchFeatureBackend
-from .features.compiled import CompileMode
+from .features import FeatureBackend, ImageFeatures, TorchFeatureBackend
+from .features.compiled import CompileMode, resolve_compile_mode
 from .features.pipeline import batch_tasks, prefetched, prepare_images, prepare_pairs
 from .features.precision import resolve_precision
 from .images import ImageInput
@@ -71,21 +72,6 @@ class MatchResult:
         return {"query": self.query.tolist(), "points": self.points.tolist(), "scores": self.scores.tolist()}
 
 
-@dataclass(frozen=True)
-class ImageFeatures:
-    """Raw SD features of one image, reusable across many pairs (single/class/text prompts).
-
-    Attributes:
-        features: ``(1, C, h, w)`` raw ensemble-mean feature map (not normalised), float32.
-        size: ``(W, H)`` of the original image.
-        category: the category its prompt was built for (class prompts), else ``None``.
-    """
-
-    features: Tensor
-    size: tuple[int, int]
-    category: str | None = None
-
-
 class Matcher:
     """SD4Match keypoint matcher.
 
@@ -124,9 +110,9 @@ class Matcher:
         dino: str | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
-        timestep: int = 50,
-        ensemble: int = 8,
-        image_size: int = 768,
+        timestep: int | None = None,
+        ensemble: int | None = None,
+        image_size: int | None = None,
         method: str | MatchMethod = MatchMethod.KERNEL_SOFTARGMAX,
         sigma: float = 7.0,
         beta: float = 0.04,
@@ -146,39 +132,48 @@ class Matcher:
                 pair), or a prompt file (ours ``.safetensors``, official ``caption.pt``/``ckpt.pt``).
                 Engines carry their prompt: leave it ``None``.
             dino: DINOv2 directory or hub id for CPM prompts (``facebook/dinov2-base`` if ``None``).
-            device: ``"cpu"``, ``"cuda"``, ...
-            dtype: UNet/text-encoder dtype; float16 on CUDA and float32 on CPU when ``None``.
-            timestep: diffusion timestep t (50, the released testing setting).
-            ensemble: noise draws averaged per image (8).
-            image_size: side of the square model frame (768).
+            device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or ``"auto"`` (CUDA when available).
+            dtype: UNet/text-encoder dtype; float16 on CUDA and float32 on CPU when ``None``
+                (an engine's: its precision).
+            timestep, ensemble, image_size: diffusion timestep t, noise draws averaged per image,
+                side of the square model frame; ``None``: 50, 8, 768 (released test), or the engine's.
             method: ``"kernel_softargmax"`` (default), ``"softargmax"`` or ``"nn"``.
             sigma: Kernel-Soft-Argmax Gaussian width in grid cells (7).
             beta: softmax temperature (0.04).
             matching_backend: ``"auto"``, ``"torch"`` or ``"kernel"``.
             engine_runtime: for engine directories: ``"auto"`` (TensorRT when the directory holds
-                plans, else ONNX Runtime), ``"onnxruntime"`` or ``"tensorrt"``. An engine's image
-                size, timestep, ensemble and dtype come from its manifest (the arguments above
-                are ignored for engines).
+                plans, else ONNX Runtime), ``"onnxruntime"`` or ``"tensorrt"``.
             vae_dtype: VAE-encoder dtype; float16 on CUDA (as the official autocast) and float32
-                on CPU when ``None``; ``torch.float32`` keeps it exact (docs/design.md §13.15).
+                on CPU when ``None``; ``torch.float32`` keeps it exact (docs/design.md §13.20).
             compile: ``True`` (or ``"default"``, ``"max-autotune"``) compiles the VAE encoder and
                 the truncated UNet with ``torch.compile``, CUDA graphs on CUDA; the first call of
-                each batch size compiles (docs/performance.md, docs/design.md §13.16). Ignored
-                for engines, as ``vae_dtype``.
+                each batch size compiles (docs/performance.md, docs/design.md §13.21).
             memory_budget: bytes one device batch may use; ``None``: half of the free memory
-                (docs/design.md §13.17). PyTorch backend only.
+                (docs/design.md §13.22).
+            An engine's image size, timestep, ensemble and precision come from its manifest, and
+            it runs its own graphs: leave those settings, ``vae_dtype`` and ``compile`` at their
+            defaults (a different explicit value is refused, not ignored).
 
         Raises:
-            ModelNotFoundError: weights cannot be found; WeightsError: they load incompletely;
-            PromptError: the prompt cannot be read or does not fit the model.
+            ConfigError: a setting of the wrong type or range, a device this machine lacks, an
+            explicit setting an engine cannot honour; ModelNotFoundError, WeightsError: missing or
+            incomplete weights; PromptError: a bad prompt; EngineError: an invalid engine directory.
         """
         match_config = MatchConfig(method=method, sigma=sigma, beta=beta)
-        device = torch.device(device)
-        model = model or default_sd_model()
-        if is_engine_directory(model):
-            backend: FeatureBackend = _open_engine_backend(model, prompt, device, engine_runtime)
+        device, dtype, vae_dtype = resolve_device(device), check_dtype(dtype), check_dtype(vae_dtype, "vae_dtype")
+        compile = resolve_compile_mode(compile)
+        memory_budget = None if memory_budget is None else check_int("memory_budget", memory_budget, minimum=1)
+        model = default_sd_model() if model is None else check_name("model", model)
+        settings = {"image_size": image_size, "timestep": timestep, "ensemble": ensemble}
+        if is_engine_directory(model):  # its prompt and settings are baked in: explicit others are refused
+            compiled = None if compile is CompileMode.OFF else str(compile)
+            requested = {**settings, "dtype": dtype, "vae_dtype": vae_dtype, "compile": compiled, "dino": dino, "prompt": prompt}
+            backend: FeatureBackend = open_engine(model, device, engine_runtime, requested, memory_budget)
         else:
-            feature_config = FeatureConfig(image_size=image_size, timestep=timestep, ensemble=ensemble)
+            check_not_unfinished_engine(model)
+            if str(engine_runtime) != EngineRuntime.AUTO:
+                raise ConfigError(f"engine_runtime applies to engine directories; {model!r} is a diffusers model: leave it 'auto'")
+            feature_config = FeatureConfig(**{k: v for k, v in settings.items() if v is not None})
             options = dict(vae_dtype=vae_dtype, compile=compile, memory_budget=memory_budget)
             backend = _load_torch_backend(model, prompt, dino, device, dtype, feature_config, **options)
         return cls(backend, match_config, matching_backend)
@@ -254,8 +249,9 @@ class Matcher:
         """
         if self.prompt_kind is PromptKind.CPM:
             raise ConfigError("CPM features depend on both images of a pair; use match() or match_batch()")
-        categories = list(categories) if categories is not None else [None] * len(images)
-        generators = list(generators) if generators is not None else [make_generator(seed) for _ in images]
+        images = check_list("images", images)
+        categories = check_list("categories", categories) if categories is not None else [None] * len(images)
+        generators = check_list("generators", generators) if generators is not None else [make_generator(seed) for _ in images]
         if not len(images) == len(categories) == len(generators):
             raise ConfigError(
                 f"features_batch needs one category and one generator per image: got {len(images)} images, "
@@ -277,10 +273,21 @@ class Matcher:
         """Match points of ``source`` into ``target`` given both images' features.
 
         Args:
-            source: features of the source image.
+            source: features of the source image (:meth:`features`, or :meth:`ImageFeatures.load`
+                of a file ``sd4match features`` wrote).
             target: features of the target image.
             points: ``(N, 2)`` ``(x, y)`` pixels of the source image.
+
+        Raises:
+            ConfigError: features computed at another image size than this matcher's.
         """
+        if not isinstance(source, ImageFeatures) or not isinstance(target, ImageFeatures):
+            raise ConfigError("match_features takes the ImageFeatures of m.features(image) for source and target")
+        for which, feats in (("source", source), ("target", target)):
+            size = feats.metadata.get("image_size")
+            if size and int(size) != self.feature_config.image_size:
+                raise ConfigError(f"the {which} features were computed at image_size {size}, this matcher uses "
+                                  f"{self.feature_config.image_size}: build the Matcher with image_size={size}")  # fmt: skip
         query = check_points(points, source.size)
         return self._match(source.features, target.features, query, source.size, target.size)
 
@@ -341,9 +348,9 @@ class Matcher:
             generators: one CPU generator per pair, instead of ``seed``.
         """
         items = []
-        for i, pair in enumerate(pairs):
-            if not 3 <= len(pair) <= 4:
-                raise ConfigError(f"pair {i} must be (source, target, points[, category]); got {len(pair)} items")
+        for i, pair in enumerate(check_list("pairs", pairs)):
+            if isinstance(pair, (str, bytes)) or not 3 <= (len(pair) if hasattr(pair, "__len__") else 0) <= 4:
+                raise ConfigError(f"pair {i} must be a tuple (source, target, points[, category]); got {type(pair).__name__} {pair!r:.60}")
             items.append((pair[0], pair[1], pair[2], pair[3] if len(pair) == 4 else category))
         if generators is None:
             generators = [make_generator(seed) for _ in items]
@@ -364,16 +371,6 @@ class Matcher:
             for k, (i, query, (size0, size1)) in enumerate(zip(chunk.indices, chunk.queries, chunk.sizes)):
                 results[i] = self._match(feats[2 * k : 2 * k + 1], feats[2 * k + 1 : 2 * k + 2], query, size0, size1)
         return results
-
-
-def _open_engine_backend(path: str, prompt: Any, device: torch.device, runtime: str | EngineRuntime) -> FeatureBackend:
-    """An exported engine directory (ONNX Runtime or TensorRT); its prompt is baked in."""
-    if prompt is not None:
-        raise ConfigError(
-            f"{path!r} is an engine directory: its prompt was baked in at export (prompt=None here); "
-            "export another engine for another prompt (sd4match-export --prompt ...)"
-        )
-    return open_engine(path, device, runtime)
 
 
 def _load_torch_backend(

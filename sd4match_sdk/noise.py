@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checks import check_seed
 from .errors import ConfigError
 
 __all__ = [
@@ -54,8 +55,12 @@ class ImageNoise:
 
 
 def derive_seed(seed: int, *parts: Any) -> int:
-    """A 63-bit seed from ``seed`` and labels, stable across runs and platforms (sha256)."""
-    text = "|".join([str(int(seed)), *map(str, parts)])
+    """A 63-bit seed from ``seed`` and labels, stable across runs and platforms (sha256).
+
+    Raises:
+        ConfigError: ``seed`` is not an integer in the generator's range.
+    """
+    text = "|".join([str(check_seed(seed)), *map(str, parts)])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
@@ -64,7 +69,9 @@ def make_generator(seed: int | None = None, generator: torch.Generator | None = 
     if seed is not None and generator is not None:
         raise ConfigError("pass either seed or generator, not both")
     if seed is not None:
-        return torch.Generator(device="cpu").manual_seed(int(seed))
+        return torch.Generator(device="cpu").manual_seed(check_seed(seed))
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ConfigError(f"generator must be a CPU torch.Generator (got {type(generator).__name__}); or pass seed=...")
     if generator is not None and generator.device.type != "cpu":
         raise ConfigError("the generator must be a CPU torch.Generator (noise is drawn on the CPU, then moved)")
     return generator
@@ -118,8 +125,11 @@ def load_pair_noise(directory: str | os.PathLike) -> tuple[ImageNoise, ImageNois
         path = Path(directory) / name
         if not path.is_file():
             raise ConfigError(f"noise file {str(path)!r} not found; write the directory with save_pair_noise")
-        array = np.load(path, allow_pickle=False)
-        if array.dtype != np.float32:
-            raise ConfigError(f"noise file {str(path)!r} holds {array.dtype}, expected float32")
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise ConfigError(f"noise file {str(path)!r} is not a .npy array ({err}); write the directory with save_pair_noise") from None
+        if not isinstance(array, np.ndarray) or array.dtype != np.float32:
+            raise ConfigError(f"noise file {str(path)!r} holds {getattr(array, 'dtype', type(array).__name__)}, expected float32; write it with save_pair_noise")
         arrays.append(torch.from_numpy(np.ascontiguousarray(array)))
     return ImageNoise(arrays[0], arrays[1]), ImageNoise(arrays[2], arrays[3])

@@ -40,8 +40,9 @@ def check_points(points: PointsInput, size_wh: tuple[int, int], what: str = "sou
         return torch.zeros(0, 2)
     if array.ndim != 2 or array.shape[1] != 2:
         raise PointsError(f"{what} points must have shape (N, 2) as (x, y); got {array.shape}")
-    pts = torch.from_numpy(array).float()
-    bad = points_outside(pts, size_wh).nonzero().flatten().tolist()
+    # The inside-the-image test runs on the float64 values: x = W - 1e-7 is inside, although it
+    # rounds to W in float32 (docs/design.md §13.16). Such points are kept just below W after the cast.
+    bad = points_outside(torch.from_numpy(array), size_wh).nonzero().flatten().tolist()
     if bad:
         w, h = size_wh
         shown = ", ".join(f"{i}: ({array[i, 0]:.6g}, {array[i, 1]:.6g})" for i in bad[:5])
@@ -50,4 +51,10 @@ def check_points(points: PointsInput, size_wh: tuple[int, int], what: str = "sou
             f"indices {bad[:20]}{' ...' if len(bad) > 20 else ''} [{shown}]; drop or clamp them",
             indices=bad,
         )
-    return pts
+    return _to_float32_inside(array, size_wh)
+
+
+def _to_float32_inside(array: np.ndarray, size_wh: tuple[int, int]) -> Tensor:
+    """float64 points inside ``[0, W) x [0, H)`` as float32, still inside (the largest float32 below W, H)."""
+    upper = np.nextafter(np.asarray(size_wh, dtype=np.float32), np.float32(0))
+    return torch.from_numpy(np.minimum(array.astype(np.float32), upper))

@@ -14,8 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
-#: Session fixtures that write engine directories, shared by tests/engine and tests/export.
-pytest_plugins = ["engine_fixtures"]
+#: Session fixtures that write engine directories, shared by tests/engine and tests/export; the HTTP
+#: server and prompt archives of the download tests.
+pytest_plugins = ["engine_fixtures", "prompt_archives"]
 
 FIXTURES = Path(os.environ.get("SD4MATCH_FIXTURES", Path(__file__).parent / "fixtures"))
 DEMO = Path(__file__).parents[1] / "sd4match_sdk" / "assets" / "demo"

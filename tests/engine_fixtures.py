@@ -131,3 +131,31 @@ def engine_fp16(export_root: Path, export_tiny_sd: Path, export_prompts: dict[st
         model=str(export_tiny_sd), out=str(export_root / "engine_fp16"), prompt=str(export_prompts["single"]),
         feature=SMALL, dtype="fp16", max_batch=4,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def euler_model(export_root: Path, export_tiny_sd: Path) -> Path:
+    """The tiny SD 2.1 with a scheduler/ that names EulerDiscreteScheduler (same schedule as DDIM)."""
+    import diffusers
+
+    model = export_root / "tiny-sd21-euler"
+    shutil.copytree(export_tiny_sd, model)
+    config = diffusers.DDIMScheduler.load_config(str(model), subfolder="scheduler")
+    diffusers.EulerDiscreteScheduler.from_config(config).save_pretrained(model / "scheduler")
+    return model
+
+
+@pytest.fixture(scope="session")
+def engine_euler(export_root: Path, engine_single: Path, euler_model: Path) -> Path:
+    """128 px, E=1, from the Euler directory, exported by the CLI with --overwrite over a killed
+    export (engine files and a TensorRT timing cache, no manifest): one export serves the
+    overwrite test (tests/export/test_cli.py) and the noising test (tests/export/test_writer.py)."""
+    from sd4match_sdk.export.cli import main
+
+    out = export_root / "engine_euler"
+    shutil.copytree(engine_single, out)
+    (out / "manifest.json").unlink()
+    (out / "timing.cache").write_bytes(b"kept for TensorRT, not part of an ONNX export")
+    argv = ["--model", str(euler_model), "--out", str(out), "--image-size", "128", "--ensemble", "1", "--overwrite", "--quiet"]
+    assert main(argv) == 0
+    return out

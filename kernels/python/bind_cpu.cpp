@@ -4,10 +4,15 @@
 #include "dlpack_bridge.hpp"
 #include "sd4match/kernels.h"
 
+#ifndef SD4M_PACKAGE_VERSION  // kernels/CMakeLists.txt defines it from -DSD4MATCH_VERSION
+#error "SD4M_PACKAGE_VERSION (the Python package's version) is not defined: build with kernels/CMakeLists.txt"
+#endif
+
 namespace py = pybind11;
 
 PYBIND11_MODULE(_kernels, m) {
     m.doc() = "Fused correlation + Kernel-Soft-Argmax on the CPU (see docs/kernels.md)";
+    m.attr("__version__") = SD4M_PACKAGE_VERSION;  // the Python package's
     m.attr("VERSION") = py::make_tuple(SD4M_VERSION_MAJOR, SD4M_VERSION_MINOR);
     m.def(
         "kernel_soft_argmax",

@@ -10,6 +10,10 @@
 #include "dlpack_bridge.hpp"
 #include "sd4match/kernels.h"
 
+#ifndef SD4M_PACKAGE_VERSION  // kernels/CMakeLists.txt defines it from -DSD4MATCH_VERSION
+#error "SD4M_PACKAGE_VERSION (the Python package's version) is not defined: build with kernels/CMakeLists.txt"
+#endif
+
 #ifndef SD4M_PY_MODULE_NAME
 #define SD4M_PY_MODULE_NAME _kernels_cuda
 #endif
@@ -50,6 +54,7 @@ namespace py = pybind11;
 
 PYBIND11_MODULE(SD4M_PY_MODULE_NAME, m) {
     m.doc() = "Fused correlation + Kernel-Soft-Argmax on CUDA devices (see docs/kernels.md)";
+    m.attr("__version__") = SD4M_PACKAGE_VERSION;  // the Python package's
     m.attr("VERSION") = py::make_tuple(SD4M_VERSION_MAJOR, SD4M_VERSION_MINOR);
     m.attr("FP32_MATH") = int(SD4M_KSA_FP32_MATH);
 #ifdef SD4M_CUDA_EMULATION

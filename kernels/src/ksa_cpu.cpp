@@ -501,6 +501,93 @@ Isa select_isa() {
 
 // ------------------------------------------------------------------------------------------
 
+//! How one call's work is divided. Queries go in units of QB; a round takes up to one unit per
+//! thread, and when there are fewer units than threads each unit's cells are split among them.
+struct Plan {
+    int64_t panels;           // P: target panels of NR cells
+    int64_t padded;           // Mpad = P * NR: cells of a row buffer
+    int64_t units_per_batch;  // query units of each batch item
+    int64_t units;            // all query units
+    int64_t round_units;      // units per round
+    int64_t rounds;
+    int64_t splits;           // cell ranges of each unit's products
+    // Few query units per map (sparse queries): an fp32 target with contiguous cells is read in
+    // place instead of packed; packing writes and rereads the whole map, most of a sparse call's
+    // work. Only a last, partial panel is packed then (reading past its end would leave the map).
+    bool direct;
+    bool tail;                // direct, and the last panel is partial
+    int64_t full_cells;       // cells whose norms come from cell_norms (direct)
+    int64_t norm_chunks;      // kNormChunk-cell chunks of those per batch item
+    int64_t target_items;     // phase 0 items for the target ...
+    int64_t pack_items;       // ... and for the target and the queries
+    int team;                 // threads wanted
+};
+
+constexpr int64_t kQueryChunk = 64;  // sparse queries sampled per phase 0 item
+
+Plan make_plan(const Problem& pb, const MapView& target, int num_threads) {
+    const int64_t B = pb.batch, N = pb.queries, M = pb.cells1();
+    int threads = num_threads > 0 ? num_threads : static_cast<int>(std::thread::hardware_concurrency());
+    threads = std::max(1, threads);
+    Plan plan;
+    plan.panels = round_up(M, NR) / NR;
+    plan.padded = plan.panels * NR;
+    plan.units_per_batch = (N + QB - 1) / QB;
+    plan.units = B * plan.units_per_batch;
+    plan.round_units = std::max<int64_t>(1, std::min<int64_t>(plan.units, threads));
+    plan.splits = std::min<int64_t>(plan.panels,
+                                    std::max<int64_t>(1, (2 * threads + plan.round_units - 1) / plan.round_units));
+    plan.rounds = (plan.units + plan.round_units - 1) / plan.round_units;
+    plan.direct = target.contiguous_cells && target.dtype == SD4M_FLOAT32 && plan.units_per_batch <= 2;
+    plan.tail = plan.direct && M % NR != 0;
+    plan.full_cells = plan.tail ? (plan.panels - 1) * NR : M;
+    plan.norm_chunks = (plan.full_cells + kNormChunk - 1) / kNormChunk;
+    const int64_t query_items = pb.dense ? B * ((pb.cells0() + kNormChunk - 1) / kNormChunk)
+                                         : B * ((N + kQueryChunk - 1) / kQueryChunk);
+    plan.target_items = plan.direct ? B * plan.norm_chunks + (plan.tail ? B : 0) : B * plan.panels;
+    plan.pack_items = plan.target_items + query_items;
+    plan.team = static_cast<int>(
+        std::min<int64_t>(threads, std::max<int64_t>(plan.pack_items, plan.round_units * plan.splits)));
+    return plan;
+}
+
+//! The memory a call works in.
+struct Scratch {
+    std::vector<float> panels;       // packed target panels: [b][p][c][NR] (direct: the last panel of each b)
+    std::vector<float> inv_t;        // [b][Mpad] inverse target norms (0 past M)
+    std::vector<float> cell_x;       // [Mpad] cell coordinates (padded cells repeat the last one)
+    std::vector<float> cell_y;
+    std::vector<float> inv_q;        // [b][n] inverse query norms
+    std::vector<float> descriptors;  // [b][n][C] sampled query descriptors (sparse queries)
+    std::vector<float> rows;         // [slot][QB][Mpad] raw dot products of a round's units
+    std::vector<std::vector<float>> ap;  // per thread: one channel block of a unit's queries, packed
+};
+
+sd4m_status allocate_scratch(const Problem& pb, const Plan& plan, Scratch* s) {
+    const int64_t B = pb.batch, C = pb.channels, N = pb.queries;
+    try {
+        s->panels.resize(static_cast<size_t>(plan.direct ? (plan.tail ? B * C * NR : 0) : B * plan.panels * C * NR));
+        s->inv_t.resize(static_cast<size_t>(B * plan.padded));
+        s->cell_x.resize(static_cast<size_t>(plan.padded));
+        s->cell_y.resize(static_cast<size_t>(plan.padded));
+        s->inv_q.resize(static_cast<size_t>(B * N));
+        if (!pb.dense) s->descriptors.resize(static_cast<size_t>(B * N * C));
+        s->rows.resize(static_cast<size_t>(plan.round_units * QB * plan.padded));
+        s->ap.resize(static_cast<size_t>(plan.team));
+        for (auto& buf : s->ap) buf.resize(static_cast<size_t>(QB * std::min<int64_t>(KC, C)));
+    } catch (const std::bad_alloc&) {
+        set_error("out of host memory for the kernel's scratch buffers");
+        return SD4M_ERR_OUT_OF_MEMORY;
+    }
+    const int64_t M = pb.cells1();
+    for (int64_t j = 0; j < plan.padded; ++j) {  // padded cells sit on valid coordinates; they are masked anyway
+        const int64_t jj = std::min(j, M - 1);
+        s->cell_x[j] = static_cast<float>(jj % pb.w1);
+        s->cell_y[j] = static_cast<float>(jj / pb.w1);
+    }
+    return SD4M_OK;
+}
+
 struct Outputs {
     float* coords;
     int64_t cs0, cs1, cs2;
@@ -508,178 +595,180 @@ struct Outputs {
     int64_t ss0, ss1;
 };
 
-sd4m_status run(const sd4m_ksa_args& args, const Problem& pb, int num_threads) {
-    const Isa isa = select_isa();
-    const int64_t B = pb.batch, C = pb.channels, N = pb.queries, M = pb.cells1();
-    const int64_t P = round_up(M, NR) / NR;  // target panels
-    const int64_t Mpad = P * NR;
-    const MapView source(args.source, pb.w0, pb.cells0());
-    const MapView target(args.target, pb.w1, M);
+Outputs outputs_of(const sd4m_ksa_args& args) {
+    return {static_cast<float*>(args.coords.data), args.coords.strides[0], args.coords.strides[1],
+            args.coords.strides[2],                static_cast<float*>(args.scores.data),
+            args.scores.strides[0],                args.scores.strides[1]};
+}
 
-    int threads = num_threads > 0 ? num_threads : static_cast<int>(std::thread::hardware_concurrency());
-    threads = std::max(1, threads);
+//! What the phases of one call read, and the scratch they write.
+struct Call {
+    const sd4m_ksa_args& args;
+    const Problem& pb;
+    const Plan& plan;
+    const Isa& isa;
+    const MapView& source;
+    const MapView& target;
+    const Outputs out;
+    const float gauss_k;  // -1 / (2 sigma^2)
+    Scratch& s;
+};
 
-    const int64_t units_per_batch = (N + QB - 1) / QB;
-    const int64_t units = B * units_per_batch;
-    const int64_t round_units = std::max<int64_t>(1, std::min<int64_t>(units, threads));
-    // Fewer units than threads (sparse queries): split each unit's cells over the threads too.
-    const int64_t splits = std::min<int64_t>(P, std::max<int64_t>(1, (2 * threads + round_units - 1) / round_units));
-    const int64_t rounds = (units + round_units - 1) / round_units;
-    // Few query units per map (sparse queries): read an fp32 target with contiguous cells in place
-    // instead of packing it; packing writes and rereads the whole map, most of a sparse call's work.
-    // Only a last, partial panel is packed then (reading past its end would leave the map).
-    const bool direct = target.contiguous_cells && target.dtype == SD4M_FLOAT32 && units_per_batch <= 2;
-    const bool tail = direct && M % NR != 0;
-    const int64_t full_cells = tail ? (P - 1) * NR : M;  // cells whose norms come from cell_norms (direct)
-    const int64_t norm_chunks = (full_cells + kNormChunk - 1) / kNormChunk;
-
-    std::vector<float> panels, inv_t, cell_x, cell_y, inv_q, descriptors, rows;
-    try {
-        panels.resize(static_cast<size_t>(direct ? (tail ? B * C * NR : 0) : B * P * C * NR));
-        inv_t.resize(static_cast<size_t>(B * Mpad));
-        cell_x.resize(static_cast<size_t>(Mpad));
-        cell_y.resize(static_cast<size_t>(Mpad));
-        inv_q.resize(static_cast<size_t>(B * N));
-        if (!pb.dense) descriptors.resize(static_cast<size_t>(B * N * C));
-        rows.resize(static_cast<size_t>(round_units * QB * Mpad));
-    } catch (const std::bad_alloc&) {
-        set_error("out of host memory for the kernel's scratch buffers");
-        return SD4M_ERR_OUT_OF_MEMORY;
+//! Phase 0 item: one target panel (or, read in place, one chunk of its norms or its partial last
+//! panel), or one chunk of query norms (dense) or of sampled query descriptors (sparse).
+void pack_item(const Call& c, int64_t item) {
+    const int64_t B = c.pb.batch, C = c.pb.channels, N = c.pb.queries, M = c.pb.cells1();
+    const int64_t P = c.plan.panels, Mpad = c.plan.padded;
+    Scratch& s = c.s;
+    if (item < c.plan.target_items && !c.plan.direct) {
+        const int64_t b = item / P, p = item % P;
+        pack_target_panel(c.target, b, p, C, M, s.panels.data() + (b * P + p) * C * NR, s.inv_t.data() + b * Mpad);
+    } else if (item < B * c.plan.norm_chunks) {  // direct: norms of the full panels' cells
+        const int64_t b = item / c.plan.norm_chunks, j0 = (item % c.plan.norm_chunks) * kNormChunk;
+        cell_norms(c.target, b, C, j0, std::min(j0 + kNormChunk, c.plan.full_cells), s.inv_t.data() + b * Mpad);
+    } else if (item < c.plan.target_items) {  // direct: the partial last panel, packed
+        const int64_t b = item - B * c.plan.norm_chunks;
+        pack_target_panel(c.target, b, P - 1, C, M, s.panels.data() + b * C * NR, s.inv_t.data() + b * Mpad);
+    } else if (c.pb.dense) {
+        const int64_t q = item - c.plan.target_items, per_batch = (c.pb.cells0() + kNormChunk - 1) / kNormChunk;
+        const int64_t b = q / per_batch, j0 = (q % per_batch) * kNormChunk;
+        cell_norms(c.source, b, C, j0, std::min(j0 + kNormChunk, c.pb.cells0()), s.inv_q.data() + b * N);
+    } else {
+        const int64_t q = item - c.plan.target_items, per_batch = (N + kQueryChunk - 1) / kQueryChunk;
+        const int64_t b = q / per_batch, n0 = (q % per_batch) * kQueryChunk;
+        const float* points = static_cast<const float*>(c.args.points.data);
+        const int64_t* ps = c.args.points.strides;
+        for (int64_t n = n0; n < std::min(n0 + kQueryChunk, N); ++n) {
+            const float* pt = points + b * ps[0] + n * ps[1];
+            sample_descriptor(c.source, b, C, c.pb.h0, c.pb.w0, pt[0], pt[ps[2]],
+                              s.descriptors.data() + (b * N + n) * C, s.inv_q.data() + b * N + n);
+        }
     }
-    for (int64_t j = 0; j < Mpad; ++j) {  // padded cells sit on valid coordinates; they are masked anyway
-        const int64_t jj = std::min(j, M - 1);
-        cell_x[j] = static_cast<float>(jj % pb.w1);
-        cell_y[j] = static_cast<float>(jj / pb.w1);
-    }
-    const int64_t kc_max = std::min<int64_t>(KC, C);
-    const size_t ap_size = static_cast<size_t>(QB * kc_max);
+}
 
-    const Outputs out{static_cast<float*>(args.coords.data), args.coords.strides[0], args.coords.strides[1],
-                      args.coords.strides[2],                static_cast<float*>(args.scores.data),
-                      args.scores.strides[0],                args.scores.strides[1]};
-    const float* points = static_cast<const float*>(args.points.data);
-    const int64_t ps0 = args.points.strides[0], ps1 = args.points.strides[1], ps2 = args.points.strides[2];
-
-    // Work counts per phase; every phase hands out items through one atomic counter.
-    const int64_t query_chunk = 64;
-    const int64_t query_items = pb.dense ? B * ((pb.cells0() + kNormChunk - 1) / kNormChunk) : B * ((N + query_chunk - 1) / query_chunk);
-    const int64_t target_items = direct ? B * norm_chunks + (tail ? B : 0) : B * P;
-    const int64_t pack_items = target_items + query_items;
-    std::vector<std::atomic<int64_t>> counters(static_cast<size_t>(1 + 2 * rounds));
-    for (auto& c : counters) c.store(0);
-
-    const int team_wanted = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(pack_items, round_units * splits)));
-    std::vector<std::vector<float>> ap_buffers(static_cast<size_t>(team_wanted));
-    try {
-        for (auto& buf : ap_buffers) buf.resize(ap_size);
-    } catch (const std::bad_alloc&) {
-        set_error("out of host memory for the kernel's scratch buffers");
-        return SD4M_ERR_OUT_OF_MEMORY;
-    }
-
-    const float gauss_k = -1.0f / (2.0f * pb.sigma * pb.sigma);
-    run_team(team_wanted, [&](int tid, int, Barrier& barrier) {
-        // Phase 0: target panels and norms; query descriptors and norms.
-        for (int64_t item; (item = counters[0].fetch_add(1)) < pack_items;) {
-            if (item < target_items && !direct) {
-                const int64_t b = item / P, p = item % P;
-                pack_target_panel(target, b, p, C, M, panels.data() + (b * P + p) * C * NR, inv_t.data() + b * Mpad);
-            } else if (item < B * norm_chunks) {  // direct: norms of the full panels' cells
-                const int64_t b = item / norm_chunks, j0 = (item % norm_chunks) * kNormChunk;
-                cell_norms(target, b, C, j0, std::min(j0 + kNormChunk, full_cells), inv_t.data() + b * Mpad);
-            } else if (item < target_items) {  // direct: the partial last panel, packed
-                const int64_t b = item - B * norm_chunks;
-                pack_target_panel(target, b, P - 1, C, M, panels.data() + b * C * NR, inv_t.data() + b * Mpad);
-            } else if (pb.dense) {
-                const int64_t q = item - target_items, per_batch = (pb.cells0() + kNormChunk - 1) / kNormChunk;
-                const int64_t b = q / per_batch, j0 = (q % per_batch) * kNormChunk;
-                cell_norms(source, b, C, j0, std::min(j0 + kNormChunk, pb.cells0()), inv_q.data() + b * N);
+//! Channels [k0, k0 + kc) of queries n0... of batch item b as [k][MR] micro-panels (0 past N).
+void pack_query_block(const Call& c, int64_t b, int64_t n0, int64_t k0, int kc, int mr_panels, float* ap) {
+    const int mr = c.isa.mr;
+    for (int mp = 0; mp < mr_panels; ++mp) {
+        float* dst = ap + static_cast<int64_t>(mp) * kc * mr;
+        for (int i = 0; i < mr; ++i) {
+            const int64_t n = n0 + mp * mr + i;
+            if (n >= c.pb.queries) {
+                for (int k = 0; k < kc; ++k) dst[k * mr + i] = 0.0f;
+            } else if (c.pb.dense) {
+                for (int k = 0; k < kc; ++k) dst[k * mr + i] = c.source.at(c.source.offset(b, k0 + k, n));
             } else {
-                const int64_t q = item - target_items, per_batch = (N + query_chunk - 1) / query_chunk;
-                const int64_t b = q / per_batch, n0 = (q % per_batch) * query_chunk;
-                for (int64_t n = n0; n < std::min(n0 + query_chunk, N); ++n) {
-                    const float* pt = points + b * ps0 + n * ps1;
-                    sample_descriptor(source, b, C, pb.h0, pb.w0, pt[0], pt[ps2], descriptors.data() + (b * N + n) * C,
-                                      inv_q.data() + b * N + n);
-                }
+                const float* d = c.s.descriptors.data() + (b * c.pb.queries + n) * c.pb.channels + k0;
+                for (int k = 0; k < kc; ++k) dst[k * mr + i] = d[k];
             }
+        }
+    }
+}
+
+//! Where the GEMM of channels [k0, k0 + kc) finds batch item b's target cells: the packed panels,
+//! or the map itself (direct) with the packed partial last panel.
+void locate_target(const Call& c, int64_t b, int64_t k0, GemmArgs* g) {
+    const int64_t C = c.pb.channels, P = c.plan.panels;
+    if (c.plan.direct) {
+        g->tp = static_cast<const float*>(c.args.target.data) + b * c.target.stride_b + k0 * c.target.stride_c;
+        g->tp_panel_stride = NR;
+        g->ldt = c.target.stride_c;
+        g->tail = c.plan.tail ? c.s.panels.data() + b * C * NR + k0 * NR : nullptr;
+    } else {
+        g->tp = c.s.panels.data() + b * P * C * NR + k0 * NR;
+        g->tp_panel_stride = C * NR;
+        g->ldt = NR;
+        g->tail = nullptr;
+    }
+    g->p_last = P - 1;
+}
+
+//! Phase 1 item: raw dot products of one unit's queries with one split of the target cells, written
+//! to the unit's row buffer (`slot` of the round), channel block by channel block.
+void unit_products(const Call& c, int64_t first_unit, int64_t item, float* ap) {
+    const int64_t slot = item / c.plan.splits, split = item % c.plan.splits, unit = first_unit + slot;
+    const int64_t b = unit / c.plan.units_per_batch, n0 = (unit % c.plan.units_per_batch) * QB;
+    const int64_t real = std::min<int64_t>(QB, c.pb.queries - n0);
+    const int mr_panels = static_cast<int>((real + c.isa.mr - 1) / c.isa.mr);
+    for (int64_t k0 = 0; k0 < c.pb.channels; k0 += KC) {
+        const int kc = static_cast<int>(std::min<int64_t>(KC, c.pb.channels - k0));
+        pack_query_block(c, b, n0, k0, kc, mr_panels, ap);
+        GemmArgs g;
+        g.kc = kc;
+        g.mr_panels = mr_panels;
+        g.ap = ap;
+        locate_target(c, b, k0, &g);
+        g.p0 = split * c.plan.panels / c.plan.splits;
+        g.p1 = (split + 1) * c.plan.panels / c.plan.splits;
+        g.s = c.s.rows.data() + slot * QB * c.plan.padded;
+        g.lds = c.plan.padded;
+        g.accumulate = k0 > 0;
+        c.isa.gemm(g);
+    }
+}
+
+//! Phase 2 item: the Kernel-Soft-Argmax of one row of a unit's buffer, into coords and scores.
+void finish_row(const Call& c, int64_t first_unit, int64_t item) {
+    const int64_t slot = item / QB, r = item % QB, unit = first_unit + slot;
+    const int64_t b = unit / c.plan.units_per_batch, n = (unit % c.plan.units_per_batch) * QB + r;
+    if (n >= c.pb.queries) return;
+    RowArgs ra;
+    ra.row = c.s.rows.data() + (slot * QB + r) * c.plan.padded;
+    ra.cells = c.pb.cells1();
+    ra.padded = c.plan.padded;
+    ra.inv_t = c.s.inv_t.data() + b * c.plan.padded;
+    ra.cell_x = c.s.cell_x.data();
+    ra.cell_y = c.s.cell_y.data();
+    ra.inv_q = c.s.inv_q[static_cast<size_t>(b * c.pb.queries + n)];
+    ra.gauss_k = c.gauss_k;
+    ra.beta = c.pb.beta;
+    ra.coord_x = c.out.coords + b * c.out.cs0 + n * c.out.cs1;
+    ra.coord_y = ra.coord_x + c.out.cs2;
+    ra.score = c.out.scores + b * c.out.ss0 + n * c.out.ss1;
+    c.isa.row(ra);
+}
+
+//! One thread's share of a call. Each phase hands out its items through one atomic counter
+//! (counters[0] for phase 0, then two per round); barriers separate the phases.
+void run_thread(const Call& c, std::vector<std::atomic<int64_t>>& counters, int tid, Barrier& barrier) {
+    // Phase 0: target panels and norms; query descriptors and norms.
+    for (int64_t item; (item = counters[0].fetch_add(1)) < c.plan.pack_items;) pack_item(c, item);
+    barrier.wait();
+    float* ap = c.s.ap[static_cast<size_t>(tid)].data();
+    for (int64_t round = 0; round < c.plan.rounds; ++round) {
+        const int64_t first_unit = round * c.plan.round_units;
+        const int64_t count = std::min(c.plan.round_units, c.plan.units - first_unit);
+        // Phase 1: raw dot products of each unit's queries with all target cells.
+        for (int64_t item; (item = counters[1 + 2 * round].fetch_add(1)) < count * c.plan.splits;) {
+            unit_products(c, first_unit, item, ap);
         }
         barrier.wait();
-        float* ap = ap_buffers[static_cast<size_t>(tid)].data();
-        for (int64_t round = 0; round < rounds; ++round) {
-            const int64_t first_unit = round * round_units;
-            const int64_t count = std::min(round_units, units - first_unit);
-            // Phase 1: raw dot products of each unit's queries with all target cells.
-            for (int64_t item; (item = counters[1 + 2 * round].fetch_add(1)) < count * splits;) {
-                const int64_t slot = item / splits, split = item % splits, unit = first_unit + slot;
-                const int64_t b = unit / units_per_batch, n0 = (unit % units_per_batch) * QB;
-                const int64_t real = std::min<int64_t>(QB, N - n0);
-                const int mr_panels = static_cast<int>((real + isa.mr - 1) / isa.mr);
-                float* s = rows.data() + slot * QB * Mpad;
-                for (int64_t k0 = 0; k0 < C; k0 += KC) {
-                    const int kc = static_cast<int>(std::min<int64_t>(KC, C - k0));
-                    for (int mp = 0; mp < mr_panels; ++mp) {  // pack [k][MR] micro-panels
-                        float* dst = ap + static_cast<int64_t>(mp) * kc * isa.mr;
-                        for (int i = 0; i < isa.mr; ++i) {
-                            const int64_t n = n0 + mp * isa.mr + i;
-                            if (n >= N) {
-                                for (int k = 0; k < kc; ++k) dst[k * isa.mr + i] = 0.0f;
-                            } else if (pb.dense) {
-                                for (int k = 0; k < kc; ++k) dst[k * isa.mr + i] = source.at(source.offset(b, k0 + k, n));
-                            } else {
-                                const float* d = descriptors.data() + (b * N + n) * C + k0;
-                                for (int k = 0; k < kc; ++k) dst[k * isa.mr + i] = d[k];
-                            }
-                        }
-                    }
-                    GemmArgs g;
-                    g.kc = kc;
-                    g.mr_panels = mr_panels;
-                    g.ap = ap;
-                    if (direct) {
-                        g.tp = static_cast<const float*>(args.target.data) + b * target.stride_b + k0 * target.stride_c;
-                        g.tp_panel_stride = NR;
-                        g.ldt = target.stride_c;
-                        g.tail = tail ? panels.data() + b * C * NR + k0 * NR : nullptr;
-                    } else {
-                        g.tp = panels.data() + b * P * C * NR + k0 * NR;
-                        g.tp_panel_stride = C * NR;
-                        g.ldt = NR;
-                        g.tail = nullptr;
-                    }
-                    g.p_last = P - 1;
-                    g.p0 = split * P / splits;
-                    g.p1 = (split + 1) * P / splits;
-                    g.s = s;
-                    g.lds = Mpad;
-                    g.accumulate = k0 > 0;
-                    isa.gemm(g);
-                }
-            }
-            barrier.wait();
-            // Phase 2: the Kernel-Soft-Argmax of every row.
-            for (int64_t item; (item = counters[2 + 2 * round].fetch_add(1)) < count * QB;) {
-                const int64_t slot = item / QB, r = item % QB, unit = first_unit + slot;
-                const int64_t b = unit / units_per_batch, n = (unit % units_per_batch) * QB + r;
-                if (n >= N) continue;
-                RowArgs ra;
-                ra.row = rows.data() + (slot * QB + r) * Mpad;
-                ra.cells = M;
-                ra.padded = Mpad;
-                ra.inv_t = inv_t.data() + b * Mpad;
-                ra.cell_x = cell_x.data();
-                ra.cell_y = cell_y.data();
-                ra.inv_q = inv_q[static_cast<size_t>(b * N + n)];
-                ra.gauss_k = gauss_k;
-                ra.beta = pb.beta;
-                ra.coord_x = out.coords + b * out.cs0 + n * out.cs1;
-                ra.coord_y = ra.coord_x + out.cs2;
-                ra.score = out.scores + b * out.ss0 + n * out.ss1;
-                isa.row(ra);
-            }
-            barrier.wait();
-        }
-    });
+        // Phase 2: the Kernel-Soft-Argmax of every row.
+        for (int64_t item; (item = counters[2 + 2 * round].fetch_add(1)) < count * QB;) finish_row(c, first_unit, item);
+        barrier.wait();
+    }
+}
+
+sd4m_status run(const sd4m_ksa_args& args, const Problem& pb, int num_threads) {
+    // 1. Pick the instruction set and view the maps.
+    const Isa isa = select_isa();
+    const MapView source(args.source, pb.w0, pb.cells0());
+    const MapView target(args.target, pb.w1, pb.cells1());
+
+    // 2. Divide the work: query units, rounds, cell splits, and whether the target is packed.
+    const Plan plan = make_plan(pb, target, num_threads);
+
+    // 3. Allocate the scratch buffers and lay out the cells' coordinates.
+    Scratch scratch;
+    const sd4m_status status = allocate_scratch(pb, plan, &scratch);
+    if (status != SD4M_OK) return status;
+
+    // 4. Run the phases on a team of threads: pack, then per round the products and the rows.
+    const float gauss_k = -1.0f / (2.0f * pb.sigma * pb.sigma);
+    const Call call{args, pb, plan, isa, source, target, outputs_of(args), gauss_k, scratch};
+    std::vector<std::atomic<int64_t>> counters(static_cast<size_t>(1 + 2 * plan.rounds));
+    for (auto& counter : counters) counter.store(0);
+    run_team(plan.team, [&](int tid, int, Barrier& barrier) { run_thread(call, counters, tid, barrier); });
     return SD4M_OK;
 }
 

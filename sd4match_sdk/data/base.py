@@ -18,6 +18,9 @@ are the shared ones of :mod:`sd4match_sdk.ops.geometry`, the thresholds those of
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import csv
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +33,7 @@ from ..images import read_image_file
 from ..ops.geometry import clamp_to_frame, mirror_in_frame, pixels_to_frame
 from ..ops.pck import ThresholdKind, pck_threshold
 
-__all__ = ["PairRecord", "PairSample", "PairDataset", "check_keypoints", "read_rgb"]
+__all__ = ["PairRecord", "PairSample", "PairDataset", "check_box", "check_keypoints", "numeric_array", "read_rgb", "text_file_errors"]
 
 @dataclass(frozen=True)
 class PairRecord:
@@ -126,13 +129,56 @@ def read_rgb(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: {err}") from None
 
 
-def check_keypoints(points: np.ndarray, path: Path | str, what: str) -> np.ndarray:
+def numeric_array(values: object, path: Path | str, what: str) -> np.ndarray:
+    """``values`` as a float64 array, or a :class:`DatasetError` naming ``path``: ragged lists,
+    strings, booleans, ``None`` and nested objects are not coordinates (they are never cast)."""
+    try:
+        raw = np.asarray(values)
+    except (TypeError, ValueError):  # ragged: numpy refuses inhomogeneous lists
+        raw = None
+    if raw is None or raw.dtype.kind not in "iuf" or _holds_bool(values):  # [True, 1] is an int array
+        raise DatasetError(
+            f"{path}: {what} must be a rectangular list of numbers (got {values!r:.120}); fix or remove this annotation"
+        )
+    return raw.astype(np.float64)
+
+
+def _holds_bool(values: object) -> bool:
+    if isinstance(values, (list, tuple)):
+        return any(_holds_bool(v) for v in values)
+    return isinstance(values, (bool, np.bool_))
+
+
+@contextlib.contextmanager
+def text_file_errors(path: Path) -> Iterator[None]:
+    """A pair list that is not UTF-8 text, or not csv, as a :class:`DatasetError` naming it."""
+    try:
+        yield
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DatasetError(f"{path}: not a readable pair list ({err}); restore the file") from None
+
+
+def check_keypoints(points: object, path: Path | str, what: str) -> np.ndarray:
     """``(N, 2)`` finite float64 keypoints or a :class:`DatasetError` naming ``path``."""
-    array = np.asarray(points, dtype=np.float64)
+    array = numeric_array(points, path, what)
     if array.ndim != 2 or array.shape[1] != 2 or array.shape[0] == 0:
         raise DatasetError(f"{path}: {what} must be a non-empty (N, 2) list of (x, y); got shape {array.shape}")
     if not np.isfinite(array).all():
-        raise DatasetError(f"{path}: {what} contains NaN or infinite coordinates")
+        raise DatasetError(f"{path}: {what} contains NaN or infinite coordinates; fix or remove this annotation")
+    return array
+
+
+def check_box(box: object, path: Path | str, what: str) -> np.ndarray:
+    """``(4,)`` float64 ``x1, y1, x2, y2`` with ``x2 > x1`` and ``y2 > y1``, or a :class:`DatasetError`
+    naming ``path`` (a degenerate box would give a zero or negative PCK threshold)."""
+    array = numeric_array(box, path, what)
+    if array.shape != (4,) or not np.isfinite(array).all():
+        raise DatasetError(f"{path}: {what} must be [x1, y1, x2, y2] of finite numbers; got {box!r:.120}")
+    x1, y1, x2, y2 = array
+    if not (x2 > x1 and y2 > y1):
+        raise DatasetError(
+            f"{path}: {what} {array.tolist()} is degenerate (needs x2 > x1 and y2 > y1); fix the box or remove the pair"
+        )
     return array
 
 
@@ -164,6 +210,8 @@ class PairDataset:
         self.split = split
         self.frame = int(frame)
         self.records: list[PairRecord] = []
+        #: The file the pairs were read from (recorded in evaluation results).
+        self.pair_list: Path | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -172,36 +220,59 @@ class PairDataset:
         for i in range(len(self)):
             yield self[i]
 
+    def reframed(self, frame: int) -> PairDataset:
+        """The same pairs in a ``frame x frame`` model frame (e.g. an engine's image size);
+        ``self`` when the frame is already that. The records are shared, not re-read."""
+        if int(frame) == self.frame:
+            return self
+        if frame <= 1:
+            raise DatasetError(f"frame must be > 1 (got {frame})")
+        other = copy.copy(self)
+        other.frame = int(frame)
+        return other
+
     @property
     def categories(self) -> list[str]:
         """Categories present in this split, sorted."""
         return sorted({r.category for r in self.records})
 
-    def sample(self, index: int, source_image: np.ndarray, target_image: np.ndarray) -> PairSample:
-        """Build the sample of pair ``index`` from its decoded images (frame keypoints, threshold)."""
+    def frame_keypoints(
+        self, index: int, source_size: tuple[int, int], target_size: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Pair ``index``'s keypoints and PCK threshold in the frame, for images of these ``(W, H)``.
+
+        Returns:
+            ``(source_kps, target_kps, threshold)``: ``(N, 2)`` float64 frame keypoints (flipped,
+            clamped) and the threshold (taken before the clamp).
+        """
         record = self.records[index]
         frame = self.frame
-        size0 = (source_image.shape[1], source_image.shape[0])
-        size1 = (target_image.shape[1], target_image.shape[0])
-        kps0 = pixels_to_frame(np.asarray(record.source_kps, np.float64), size0, frame)
-        kps1 = pixels_to_frame(np.asarray(record.target_kps, np.float64), size1, frame)
+        kps0 = pixels_to_frame(np.asarray(record.source_kps, np.float64), source_size, frame)
+        kps1 = pixels_to_frame(np.asarray(record.target_kps, np.float64), target_size, frame)
         bbox1 = None
         if record.target_bbox is not None:
             # Mirroring moves the box but keeps its width and height, hence the threshold.
-            bbox1 = pixels_to_frame(np.asarray(record.target_bbox, np.float64).reshape(2, 2), size1, frame)
+            bbox1 = pixels_to_frame(np.asarray(record.target_bbox, np.float64).reshape(2, 2), target_size, frame)
             bbox1 = bbox1.reshape(4)
         if record.flip:
             kps0, kps1 = mirror_in_frame(kps0, frame), mirror_in_frame(kps1, frame)
         threshold = pck_threshold(record.threshold_kind, frame, kps1, bbox1)
+        return clamp_to_frame(kps0, frame), clamp_to_frame(kps1, frame), threshold
+
+    def sample(self, index: int, source_image: np.ndarray, target_image: np.ndarray) -> PairSample:
+        """Build the sample of pair ``index`` from its decoded images (frame keypoints, threshold)."""
+        size0 = (source_image.shape[1], source_image.shape[0])
+        size1 = (target_image.shape[1], target_image.shape[0])
+        kps0, kps1, threshold = self.frame_keypoints(index, size0, size1)
         return PairSample(
             index=index,
-            record=record,
+            record=self.records[index],
             source_image=source_image,
             target_image=target_image,
-            source_kps=clamp_to_frame(kps0, frame),
-            target_kps=clamp_to_frame(kps1, frame),
+            source_kps=kps0,
+            target_kps=kps1,
             threshold=threshold,
-            frame=frame,
+            frame=self.frame,
         )
 
     def __getitem__(self, index: int) -> PairSample:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..ops.pck import ThresholdKind
-from .base import PairDataset, PairRecord
+from .base import PairDataset, PairRecord, check_box, numeric_array, text_file_errors
 
 __all__ = ["PFPascalDataset", "PFPASCAL_CATEGORIES", "read_pfpascal_annotation"]
 
@@ -46,13 +46,13 @@ def read_pfpascal_annotation(path: Path) -> tuple[np.ndarray, np.ndarray]:
     for key in ("kps", "bbox"):
         if key not in content:
             raise DatasetError(f"{path}: no '{key}' variable (found: {', '.join(k for k in content if not k.startswith('__'))})")
-    kps = np.asarray(content["kps"], dtype=np.float64)
-    bbox = np.asarray(content["bbox"], dtype=np.float64)
-    if kps.ndim != 2 or kps.shape[1] != 2:
-        raise DatasetError(f"{path}: 'kps' must be N x 2; got shape {kps.shape}")
-    if bbox.ndim != 2 or bbox.shape[1] != 4:
+    kps = numeric_array(content["kps"], path, "'kps'")
+    bbox = numeric_array(content["bbox"], path, "'bbox'")
+    if kps.ndim != 2 or kps.shape[1] != 2 or np.isinf(kps).any():
+        raise DatasetError(f"{path}: 'kps' must be N x 2 finite numbers (NaN where invisible); got shape {kps.shape}")
+    if bbox.ndim != 2 or bbox.shape[1] != 4 or bbox.shape[0] == 0:
         raise DatasetError(f"{path}: 'bbox' must have rows of x1, y1, x2, y2; got shape {bbox.shape}")
-    return kps, bbox[0]
+    return kps, check_box(bbox[0], path, "'bbox'")
 
 
 class PFPascalDataset(PairDataset):
@@ -73,11 +73,12 @@ class PFPascalDataset(PairDataset):
     def __init__(self, root: str | os.PathLike, split: str = "test", frame: int = 768) -> None:
         super().__init__(root, split, frame)
         pairs = self.root / f"{split}_pairs.csv"
+        self.pair_list = pairs
         if not pairs.is_file():
             raise DatasetError(f"{pairs}: PF-Pascal pair list is missing")
         base = self.root / "PF-dataset-PASCAL"
         annotations: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
-        with pairs.open(newline="") as f:
+        with pairs.open(newline="", encoding="utf-8", errors="strict") as f, text_file_errors(pairs):
             reader = csv.DictReader(f)
             needed = ["source_image", "target_image", "class"] + (["flip"] if split == "trn" else [])
             missing = [c for c in needed if c not in (reader.fieldnames or [])]

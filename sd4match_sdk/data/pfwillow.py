@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..ops.pck import ThresholdKind
-from .base import PairDataset, PairRecord, check_keypoints
+from .base import PairDataset, PairRecord, check_keypoints, text_file_errors
 
 __all__ = ["PFWillowDataset", "PFWILLOW_CATEGORIES", "PFWILLOW_KEYPOINTS"]
 
@@ -49,10 +49,16 @@ class PFWillowDataset(PairDataset):
     ) -> None:
         super().__init__(root, split, frame)
         pairs = self.root / pair_list
+        self.pair_list = pairs
         if not pairs.is_file():
-            raise DatasetError(f"{pairs}: PF-Willow pair list is missing")
+            others = sorted(p.name for p in self.root.glob("*.csv"))
+            found = f"; csv files in {self.root}: {', '.join(others)}" if others else ""
+            raise DatasetError(
+                f"{pairs}: PF-Willow pair list is missing; pass the pair list with --pair-list FILE (relative to "
+                f"--root; in Python: pair_list=...){found}"
+            )
         n = PFWILLOW_KEYPOINTS
-        with pairs.open(newline="") as f:
+        with pairs.open(newline="", encoding="utf-8") as f, text_file_errors(pairs):
             reader = csv.reader(f)
             header = next(reader, None)
             if header is None:
@@ -69,6 +75,8 @@ class PFWillowDataset(PairDataset):
                     raise DatasetError(f"{where}: keypoint coordinates must be numbers") from None
                 kps0 = check_keypoints(values[: 2 * n].reshape(2, n).T, where, "imageA keypoints")
                 kps1 = check_keypoints(values[2 * n :].reshape(2, n).T, where, "imageB keypoints")
+                if not np.ptp(kps1, axis=0).max() > 0:  # the PCK threshold is their extent
+                    raise DatasetError(f"{where}: the imageB keypoints all coincide (zero PCK threshold); fix or remove the row")
                 self.records.append(self._record(where, row[0], row[1], kps0, kps1))
         if not self.records:
             raise DatasetError(f"{pairs}: the pair list is empty")

@@ -12,11 +12,9 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
-
 from ..errors import DatasetError
 from ..ops.pck import ThresholdKind
-from .base import PairDataset, PairRecord, check_keypoints
+from .base import PairDataset, PairRecord, check_box, check_keypoints
 
 __all__ = ["SPairDataset", "SPAIR_CATEGORIES"]
 
@@ -44,9 +42,13 @@ class SPairDataset(PairDataset):
     def __init__(self, root: str | os.PathLike, split: str = "test", frame: int = 768) -> None:
         super().__init__(root, split, frame)
         layout = self.root / "Layout" / "large" / f"{split}.txt"
+        self.pair_list = layout
         if not layout.is_file():
             raise DatasetError(f"{layout}: SPair-71k pair list is missing")
-        lines = [line.strip() for line in layout.read_text().splitlines()]
+        try:
+            lines = [line.strip() for line in layout.read_text(encoding="utf-8").splitlines()]
+        except UnicodeDecodeError as err:
+            raise DatasetError(f"{layout}: not a text file ({err}); restore the SPair-71k pair list") from None
         for number, line in enumerate(lines, start=1):
             if line:
                 self.records.append(self._read_pair(layout, number, line))
@@ -64,9 +66,11 @@ class SPairDataset(PairDataset):
         if not path.is_file():
             raise DatasetError(f"{path}: pair annotation is missing (listed in {layout}:{number})")
         try:
-            ann = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DatasetError(f"{path}: not valid JSON ({err})") from None
+            ann = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+            raise DatasetError(f"{path}: not valid JSON ({err}); restore the annotation file") from None
+        if not isinstance(ann, dict):
+            raise DatasetError(f"{path}: expected a JSON object with src_kps, trg_kps, src_bndbox, trg_bndbox; got {type(ann).__name__}")
         missing = [k for k in ("src_kps", "trg_kps", "src_bndbox", "trg_bndbox", "category") if k not in ann]
         if missing:
             raise DatasetError(f"{path}: missing field(s) {', '.join(missing)}")
@@ -76,12 +80,7 @@ class SPairDataset(PairDataset):
         kps1 = check_keypoints(ann["trg_kps"], path, "trg_kps")
         if kps0.shape != kps1.shape:
             raise DatasetError(f"{path}: src_kps has {len(kps0)} points but trg_kps has {len(kps1)}")
-        boxes = []
-        for key in ("src_bndbox", "trg_bndbox"):
-            box = np.asarray(ann[key], dtype=np.float64)
-            if box.shape != (4,) or not np.isfinite(box).all():
-                raise DatasetError(f"{path}: {key} must be [x1, y1, x2, y2]; got {ann[key]!r}")
-            boxes.append(box)
+        boxes = [check_box(ann[key], path, key) for key in ("src_bndbox", "trg_bndbox")]
         images = self.root / "JPEGImages" / category
         return PairRecord(
             source_path=images / f"{src}.jpg",

@@ -17,6 +17,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_FILE",
     "PAIRS_DIM",
+    "PROMPT_KINDS",
     "TIMING_CACHE_FILE",
     "ContextMode",
     "EngineKind",
@@ -44,6 +45,9 @@ PAIRS_DIM = "pairs"
 DINO_PROCESSOR_DIR = "dino_processor"
 #: TensorRT timing cache written next to the plans (reused by later builds on the same GPU).
 TIMING_CACHE_FILE = "timing.cache"
+#: The ``prompt_kind`` values of a manifest (the values of ``sd4match_sdk.prompts.PromptKind``,
+#: repeated here so that the format stays below the prompts layer; a test keeps them equal).
+PROMPT_KINDS = ("text", "single", "class", "cpm")
 
 
 class EngineKind(StrEnum):

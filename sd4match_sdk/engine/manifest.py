@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .format import ENGINE_FORMAT, FORMAT_VERSION
+from .schema import check_manifest_data
 
 __all__ = [
     "EngineManifest",
@@ -185,6 +186,13 @@ class EngineManifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EngineManifest:
+        """The manifest of parsed ``manifest.json`` content, checked field by field first.
+
+        Raises:
+            EngineError: a field of the wrong type or range, a path that leaves the directory,
+                or graphs that do not fit the context mode (:func:`.schema.check_manifest_data`).
+        """
+        check_manifest_data(data)
         trt = data.get("tensorrt")
         return cls(
             sdk_version=data["sdk_version"],

@@ -3,13 +3,15 @@
 With the CUDA provider the runner binds torch CUDA tensors to the session by address (ONNX
 Runtime's I/O binding): inputs are read where torch wrote them, outputs are written into torch
 tensors allocated on the device with the shapes the manifest declares, so features stay on the
-GPU from the VAE graph to the matcher (docs/design.md §13.18). Without it, feeds go through host
+GPU from the VAE graph to the matcher (docs/design.md §13.23). Without it, feeds go through host
 numpy arrays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import EngineError
 from ..runtimes import import_onnxruntime
-from .directory import verify_files
-from .format import EngineRuntime, GraphName
+from .format import GraphName
+from .graph_files import checked_onnx_graph
 from .manifest import EngineManifest, GraphEntry
 
 #: Manifest dtype names -> numpy and torch dtypes of bound tensors.
@@ -46,6 +49,20 @@ def select_providers(device: torch.device, available: list[str]) -> list[Any]:
     return ["CPUExecutionProvider"]
 
 
+@contextlib.contextmanager
+def _engine_errors(path: Path, action: str) -> Iterator[None]:
+    """ONNX Runtime's errors (its own types, all at this boundary) as an EngineError naming the file."""
+    try:
+        yield
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises Fail, InvalidArgument, RuntimeException, ...
+        raise EngineError(
+            f"ONNX Runtime could not {action} {str(path)!r} ({type(err).__name__}: {err}); the engine file does not "
+            "match this SDK's graphs or inputs: re-export the engine with sd4match-export"
+        ) from None
+
+
 class OnnxRuntimeRunner:
     """One ONNX graph in an ``onnxruntime.InferenceSession``.
 
@@ -69,9 +86,11 @@ class OnnxRuntimeRunner:
         io_binding: bool | None = None,
     ) -> None:
         ort = import_onnxruntime()
+        self.path = Path(path)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: the CPU fallback of shape nodes is expected
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        with _engine_errors(self.path, "open"):
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         self.outputs = outputs or [o.name for o in self.session.get_outputs()]
         self.graph = graph
         on_cuda = "CUDAExecutionProvider" in self.providers and device.type == "cuda"
@@ -86,7 +105,8 @@ class OnnxRuntimeRunner:
         if self.io_binding:
             return self._run_bound(feeds)
         arrays = {k: v.detach().cpu().numpy() for k, v in feeds.items()}
-        results = self.session.run(self.outputs, arrays)
+        with _engine_errors(self.path, "run"):
+            results = self.session.run(self.outputs, arrays)
         return {name: torch.from_numpy(r) for name, r in zip(self.outputs, results)}
 
     def _run_bound(self, feeds: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -110,7 +130,8 @@ class OnnxRuntimeRunner:
         # 3. run after torch's queued work has written the inputs; wait for the outputs
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()
-        self.session.run_with_iobinding(binding)
+        with _engine_errors(self.path, "run"):
+            self.session.run_with_iobinding(binding)
         binding.synchronize_outputs()
         return results
 
@@ -119,11 +140,13 @@ def onnxruntime_runners(engine_dir: Path, manifest: EngineManifest, device: torc
     """Check the ONNX files against the manifest and open one session per graph.
 
     Raises:
-        EngineError: a file is missing or differs from the manifest.
+        EngineError: a file is missing, outside the directory or differs from the manifest; a
+            graph's inputs/outputs differ from the manifest; ONNX Runtime cannot open a graph.
         BackendUnavailableError: onnxruntime is not installed.
     """
     ort = import_onnxruntime()
-    verify_files(engine_dir, manifest, [f for g in manifest.graphs.values() for f in g.files(EngineRuntime.ONNXRUNTIME)])
+    for name in manifest.graphs:  # the .onnx, every external-data file it references, its interface
+        checked_onnx_graph(engine_dir, manifest, name)
     providers = select_providers(device, ort.get_available_providers())
     return {
         name: OnnxRuntimeRunner(

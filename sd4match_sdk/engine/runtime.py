@@ -12,7 +12,8 @@ most ``max_batch`` images (or pairs).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..checks import check_int
 from ..config import FeatureConfig
 from ..errors import ConfigError, EngineError, UnknownCategoryError
 from ..features.batch import ImageBatch, PreparedBatch, per_image
@@ -28,12 +30,20 @@ from ..models.dino import dino_pixels
 from ..noise import ImageNoise
 from ..prompts import PromptKind
 from .directory import read_manifest, verify_files
-from .format import DINO_PROCESSOR_DIR, ContextMode, EngineRuntime, GraphName
+from .format import DINO_PROCESSOR_DIR, ContextMode, EngineRuntime, GraphName, Precision
 from .manifest import EngineManifest
 from .onnxrt import onnxruntime_runners
 from .tensorrt import tensorrt_runners
 
-__all__ = ["RUNNERS", "EngineFeatureBackend", "GraphRunner", "load_dino_processor", "open_engine", "resolve_runtime"]
+__all__ = [
+    "RUNNERS",
+    "EngineFeatureBackend",
+    "GraphRunner",
+    "check_requested_settings",
+    "load_dino_processor",
+    "open_engine",
+    "resolve_runtime",
+]
 
 
 class GraphRunner(Protocol):
@@ -59,10 +69,21 @@ def load_dino_processor(engine_dir: str | Path, manifest: EngineManifest) -> Any
     path = Path(engine_dir) / DINO_PROCESSOR_DIR
     if not path.is_dir():
         raise EngineError(
-            f"CPM engine {str(engine_dir)!r} lacks {DINO_PROCESSOR_DIR}/; re-export it with sd4match-export"
+            f"CPM engine {str(engine_dir)!r} lacks its {DINO_PROCESSOR_DIR}/ folder; re-export it with sd4match-export"
         )
-    verify_files(engine_dir, manifest, [f for f in manifest.files if f.startswith(f"{DINO_PROCESSOR_DIR}/")])
-    return AutoImageProcessor.from_pretrained(str(path), backend="pil")
+    # transformers reads what it finds in the folder: every file there must be listed and verified.
+    present = sorted(p.relative_to(engine_dir).as_posix() for p in path.rglob("*") if not p.is_dir())
+    verify_files(engine_dir, manifest, present)
+    with _processor_errors(path):
+        return AutoImageProcessor.from_pretrained(str(path), backend="pil")
+
+
+@contextlib.contextmanager
+def _processor_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise EngineError(f"cannot read the DINOv2 processor in {str(path)!r} ({err}); re-export the engine with sd4match-export") from None
 
 
 def _chunks(total: int, size: int) -> list[slice]:
@@ -89,8 +110,10 @@ class EngineFeatureBackend:
         name: str,
         device: torch.device,
         dino_processor: Any = None,
+        memory_budget: int | None = None,
     ) -> None:
         self.engine_dir = Path(engine_dir)
+        self.memory_budget = memory_budget
         self.manifest = manifest
         self.runners = runners
         self.name = name
@@ -168,7 +191,7 @@ class EngineFeatureBackend:
         """Images per request batch under half the free memory, sized as the SD 2.1 architecture
         (its first VAE and UNet widths, 128 and 320); graphs still run in chunks of ``max_batch``."""
         dtype = torch.float16 if self.manifest.graphs[GraphName.UNET].precision == "fp16" else torch.float32
-        return BatchBudget(self.feature_config, 128, 320, torch.float32, dtype, self.device).images()
+        return BatchBudget(self.feature_config, 128, 320, torch.float32, dtype, self.device, self.memory_budget).images()
 
     def prepare_pairs(
         self,
@@ -230,8 +253,58 @@ def resolve_runtime(manifest: EngineManifest, runtime: str | EngineRuntime = Eng
     return runtime
 
 
+#: The torch dtype of each UNet precision of an engine.
+_PRECISION_DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16}
+
+
+def check_requested_settings(manifest: EngineManifest, requested: dict[str, Any]) -> None:
+    """Refuse explicit settings an engine cannot honour (its values are baked in at export).
+
+    Args:
+        manifest: the engine's manifest.
+        requested: ``{"image_size", "timestep", "ensemble", "dtype", "vae_dtype", "compile", "dino",
+            "prompt"}`` as passed; ``None`` means "the engine's own value" (its prompt, for ``prompt``).
+
+    Raises:
+        ConfigError: a setting that is not the engine's (or not an integer where one is needed).
+    """
+    baked = {"image_size": manifest.image_size, "timestep": manifest.timestep, "ensemble": manifest.ensemble}
+    for name, value in requested.items():
+        if value is None:
+            continue
+        if name in baked and check_int(name, value) != baked[name]:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(
+                f"the engine was exported with {name}={baked[name]}; {name}={value} cannot be honoured by it: pass "
+                f"{name}=None (the engine's value), or export another engine with sd4match-export {flag} {value}"
+            )
+        if name == "dtype" and value != _PRECISION_DTYPES[Precision(manifest.precision)]:
+            raise ConfigError(
+                f"the engine's UNet is {manifest.precision} (baked at export); dtype={value} cannot be honoured by it: "
+                "pass dtype=None, or export another engine with sd4match-export --dtype fp16|fp32"
+            )
+        if name in ("vae_dtype", "compile"):
+            raise ConfigError(
+                f"{name}= applies to the PyTorch path; an engine runs the graphs it was exported with (its VAE encoder "
+                f"in float32): pass {name}={'False' if name == 'compile' else 'None'}, or load the diffusers model instead"
+            )
+        if name == "dino":
+            raise ConfigError(
+                "dino= applies to the PyTorch path; an engine carries its DINOv2 in prompt_net.onnx: pass dino=None"
+            )
+        if name == "prompt":
+            raise ConfigError(
+                "this is an engine directory: its prompt was baked in at export (prompt=None here); "
+                "export another engine for another prompt (sd4match-export --prompt ...)"
+            )
+
+
 def open_engine(
-    engine_dir: str | Path, device: torch.device, runtime: str | EngineRuntime = EngineRuntime.AUTO
+    engine_dir: str | Path,
+    device: torch.device,
+    runtime: str | EngineRuntime = EngineRuntime.AUTO,
+    requested: dict[str, Any] | None = None,
+    memory_budget: int | None = None,
 ) -> EngineFeatureBackend:
     """Open an engine directory with ONNX Runtime or TensorRT.
 
@@ -241,18 +314,23 @@ def open_engine(
             runs ONNX Runtime on the CPU.
         runtime: ``"auto"`` (TensorRT when the directory holds plans, else ONNX Runtime),
             ``"onnxruntime"`` or ``"tensorrt"``.
+        requested: explicit settings the caller asked for (:func:`check_requested_settings`).
+        memory_budget: bytes one request batch may use (``None``: half of the free memory).
 
     Raises:
-        ConfigError: unknown runtime. EngineError: bad manifest, files that differ from it, plans
-        for another GPU/TensorRT. BackendUnavailableError: the runtime is not installed.
+        ConfigError: unknown runtime, or a requested setting the engine cannot honour.
+        EngineError: bad manifest, files that differ from it or leave the directory, graphs
+        whose interface differs from it, plans for another GPU/TensorRT, runtime errors at open.
+        BackendUnavailableError: the runtime is not installed.
     """
-    # 1. Read and check the manifest, choose the runtime
+    # 1. Read and check the manifest and the requested settings, choose the runtime
     engine_dir = Path(engine_dir)
     manifest = read_manifest(engine_dir)
+    check_requested_settings(manifest, requested or {})
     chosen = resolve_runtime(manifest, runtime)
     # 2. Verify the files the runtime loads and open one runner per graph
     runners = RUNNERS[chosen](engine_dir, manifest, torch.device(device))
     # 3. The DINOv2 processor of a CPM engine
     needs_dino = manifest.context_mode == ContextMode.INPUT
     processor = load_dino_processor(engine_dir, manifest) if needs_dino else None
-    return EngineFeatureBackend(engine_dir, manifest, runners, str(chosen), torch.device(device), processor)
+    return EngineFeatureBackend(engine_dir, manifest, runners, str(chosen), torch.device(device), processor, memory_budget)

@@ -13,6 +13,8 @@ Not verified in this project's CI (no GPU, and PyPI's ``tensorrt`` is a stub the
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,9 @@ from torch import Tensor
 from ..errors import BackendUnavailableError, EngineError
 from ..runtimes import cuda_compute_capability, import_tensorrt
 from .directory import check_plan_compatibility, verify_files
-from .manifest import EngineManifest
+from .graph_files import spec_tuples
+from .manifest import EngineManifest, GraphEntry
+from .schema import compare_graph_io
 
 __all__ = ["TensorRTRunner", "tensorrt_runners", "torch_dtype"]
 
@@ -35,6 +39,20 @@ def torch_dtype(trt: Any, dtype: Any) -> torch.dtype:
     return table[dtype]
 
 
+@contextlib.contextmanager
+def _engine_errors(path: Path, action: str) -> Iterator[None]:
+    """TensorRT's (and CUDA's) errors at this boundary as an EngineError naming the plan."""
+    try:
+        yield
+    except (EngineError, MemoryError):
+        raise
+    except Exception as err:  # noqa: BLE001 - TensorRT's bindings raise RuntimeError/TypeError/its own types
+        raise EngineError(
+            f"TensorRT could not {action} {str(path)!r} ({type(err).__name__}: {err}); rebuild the plans on this "
+            "machine with sd4match-export --engine trt --plans-only"
+        ) from None
+
+
 class TensorRTRunner:
     """One TensorRT plan with an execution context on a CUDA device.
 
@@ -42,15 +60,20 @@ class TensorRTRunner:
         plan: the ``.plan`` file.
         device: the CUDA device it runs on.
         trt: the ``tensorrt`` module.
+        graph: its manifest entry; the plan's inputs and outputs must match it.
+
+    Raises:
+        EngineError: TensorRT cannot deserialize the plan, or its interface differs from ``graph``.
     """
 
-    def __init__(self, plan: str | Path, device: torch.device, trt: Any) -> None:
+    def __init__(self, plan: str | Path, device: torch.device, trt: Any, graph: GraphEntry | None = None) -> None:
         self.trt = trt
         self.device = device
+        self.plan = Path(plan)
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        with torch.cuda.device(device):
-            self.engine = self.runtime.deserialize_cuda_engine(Path(plan).read_bytes())
+        with torch.cuda.device(device), _engine_errors(self.plan, "deserialize"):
+            self.engine = self.runtime.deserialize_cuda_engine(self.plan.read_bytes())
             if self.engine is None:
                 raise EngineError(
                     f"TensorRT could not deserialize {str(plan)!r}; rebuild it with sd4match-export --engine trt"
@@ -59,6 +82,21 @@ class TensorRTRunner:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
+        if graph is not None:
+            self._check_interface(graph)
+
+    def _check_interface(self, graph: GraphEntry) -> None:
+        """The plan's inputs and outputs against the manifest (-1 is a dynamic axis)."""
+
+        def tuples(names: list[str]) -> list:
+            dtypes = [str(torch_dtype(self.trt, self.engine.get_tensor_dtype(n))).removeprefix("torch.") for n in names]
+            return [(n, d, tuple(self.engine.get_tensor_shape(n))) for n, d in zip(names, dtypes)]
+
+        try:
+            compare_graph_io(self.plan.stem, spec_tuples(graph.inputs), tuples(self.inputs), "inputs")
+            compare_graph_io(self.plan.stem, spec_tuples(graph.outputs), tuples(self.outputs), "outputs")
+        except EngineError as err:
+            raise EngineError(f"TensorRT plan {str(self.plan)!r}: {err}") from None
 
     def run(self, feeds: dict[str, Tensor]) -> dict[str, Tensor]:
         engine, context = self.engine, self.context
@@ -75,9 +113,11 @@ class TensorRTRunner:
             context.set_tensor_address(name, out.data_ptr())
             results[name] = out
         stream = torch.cuda.current_stream(self.device)
-        if not context.execute_async_v3(stream.cuda_stream):
-            raise EngineError("TensorRT execution failed (see the TensorRT log)")
-        stream.synchronize()
+        with _engine_errors(self.plan, "run"):
+            ok = context.execute_async_v3(stream.cuda_stream)
+            stream.synchronize()
+        if not ok:
+            raise EngineError(f"TensorRT failed to run {str(self.plan)!r} (see the TensorRT log); rebuild it with sd4match-export --engine trt")
         return results
 
 
@@ -96,4 +136,4 @@ def tensorrt_runners(engine_dir: Path, manifest: EngineManifest, device: torch.d
     compute_capability, _ = cuda_compute_capability(device)
     check_plan_compatibility(manifest.tensorrt, compute_capability, str(trt.__version__))
     verify_files(engine_dir, manifest, [g.plan for g in manifest.graphs.values() if g.plan])
-    return {name: TensorRTRunner(engine_dir / graph.plan, device, trt) for name, graph in manifest.graphs.items()}  # type: ignore[operator]
+    return {name: TensorRTRunner(engine_dir / graph.plan, device, trt, graph) for name, graph in manifest.graphs.items()}  # type: ignore[operator]

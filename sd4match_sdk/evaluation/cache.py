@@ -1,35 +1,28 @@
-"""Per-image features of an evaluation, computed once and dropped after the image's last pair.
+"""What an evaluation keeps per image: a seeded noise generator, and for CPM prompts the DINOv2 tokens.
 
-Single, Class and text prompts give an image the same features in every pair it belongs to, so
-the official ``test.py`` extracts each unique image once (docs/design.md §9.4). The cache knows, from the
-pairs to visit, how many pairs use each image; :meth:`FeatureCache.release` drops an image's
-features after its last one, so memory stays bounded on SPair's 12k test pairs when pairs are
-visited grouped by category.
+Every image (Single/Class/text) or pair (CPM) draws its noise from its own generator seeded by
+``(seed, "image", key)`` or ``(seed, "pair", name, index)`` (docs/design.md §7.2), so results depend
+neither on the visiting order nor on the batches or the process that computes them.
 
-An image is identified by the dataset's identifier (relative to the dataset, so the noise seeds
-derived from it do not depend on where the dataset is stored), the flip and, for prompts that
-depend on it, the category. With a seed, each image draws its noise from its own generator
-seeded by ``(seed, "image", key)``, so results do not depend on the visiting order.
+DINOv2 is frozen, so the CPM input of an image is the same in all its pairs: :class:`DinoTokens`
+computes it once per image on a process and drops it after that process's last pair using it.
+Tokens are computed one image per DINOv2 call, so they do not depend on which images share a
+batch, and therefore not on the number of processes (docs/design.md §9.5).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from ..data.base import PairRecord
-from ..matcher import ImageFeatures, Matcher
 from ..noise import derive_seed
-from ..prompts import PromptKind
 
-__all__ = ["FeatureCache", "image_key", "seeded_generator"]
-
-#: ``(image identifier, flip, category or None)``.
-ImageKey = tuple[str, bool, str | None]
+__all__ = ["DinoTokens", "seeded_generator"]
 
 
 def seeded_generator(seed: int | None, *parts: Any) -> torch.Generator | None:
@@ -40,45 +33,33 @@ def seeded_generator(seed: int | None, *parts: Any) -> torch.Generator | None:
     return torch.Generator().manual_seed(derive_seed(seed, *parts))
 
 
-def image_key(record: PairRecord, which: int, category_matters: bool) -> ImageKey:
-    """The key of a pair's source (``which=0``) or target (``which=1``) image."""
-    identifier = record.source_id if which == 0 else record.target_id
-    return (identifier, record.flip, record.category if category_matters else None)
-
-
-class FeatureCache:
-    """Features of the images of ``records``, each computed on first use.
+class DinoTokens:
+    """``(256, D)`` DINOv2 tokens by image key, each computed on first use.
 
     Args:
-        matcher: computes the features (:meth:`Matcher.features`); not for CPM prompts.
-        records: the pairs that will be visited (each image's use count comes from them).
-        seed: seeds every image's noise; ``None`` draws from the global RNG.
+        backend: a feature backend with ``dino_tokens(images)`` (the PyTorch backend of a CPM prompt).
+        uses: one key per use (two per pair this process evaluates); a key's tokens are dropped
+            after its last use.
     """
 
-    def __init__(self, matcher: Matcher, records: Sequence[PairRecord], seed: int | None) -> None:
-        self.matcher = matcher
-        self.seed = seed
-        self.category_matters = matcher.prompt_kind in (PromptKind.CLASS, PromptKind.TEXT)
-        self.remaining: Counter = Counter(
-            image_key(record, which, self.category_matters) for record in records for which in (0, 1)
-        )
-        self.features: dict[ImageKey, ImageFeatures] = {}
+    def __init__(self, backend: Any, uses: Iterable[Any]) -> None:
+        self.backend = backend
+        self.remaining = Counter(uses)
+        self.tokens: dict[Any, Tensor] = {}
+        self.computed = 0  # DINOv2 calls (one image each)
 
     def __len__(self) -> int:
-        return len(self.features)
+        return len(self.tokens)
 
-    def get(self, record: PairRecord, which: int, image: np.ndarray) -> ImageFeatures:
-        """The features of one image of ``record`` (``image``: as the pair's keypoints see it)."""
-        key = image_key(record, which, self.category_matters)
-        if key not in self.features:
-            generator = seeded_generator(self.seed, "image", *key)
-            self.features[key] = self.matcher.features(image, category=record.category, generator=generator)
-        return self.features[key]
-
-    def release(self, record: PairRecord) -> None:
-        """One pair of ``record``'s images is done: drop each image after its last pair."""
-        for which in (0, 1):
-            key = image_key(record, which, self.category_matters)
+    def take(self, keys: list[Any], images: list[np.ndarray]) -> Tensor:
+        """``(B, 256, D)`` tokens of ``images`` (keyed by ``keys``), counting one use of each."""
+        rows = []
+        for key, image in zip(keys, images):
+            if key not in self.tokens:
+                self.tokens[key] = self.backend.dino_tokens([image])[0]
+                self.computed += 1
+            rows.append(self.tokens[key])
             self.remaining[key] -= 1
-            if self.remaining[key] == 0:
-                self.features.pop(key, None)
+            if self.remaining[key] <= 0:
+                del self.tokens[key]
+        return torch.stack(rows)

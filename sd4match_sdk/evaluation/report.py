@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 
+from .. import atomic
 from ..ops.pck import PCKSummary
 
 __all__ = ["CATEGORY_ABBREVIATIONS", "format_table", "write_json"]
@@ -45,16 +44,5 @@ def format_table(summary: PCKSummary, title: str = "", row_label: str = "PCK@{al
 
 
 def write_json(path: str | os.PathLike, payload: dict) -> Path:
-    """Write ``payload`` as indented JSON, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Write ``payload`` as indented JSON, atomically (:func:`sd4match_sdk.atomic.write_json`)."""
+    return atomic.write_json(path, payload)

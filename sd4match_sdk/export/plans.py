@@ -29,7 +29,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ..engine.directory import hash_directory, read_manifest, verify_files, write_manifest
+from ..engine.directory import hash_files, read_manifest, write_manifest
+from ..engine.graph_files import checked_onnx_graph
 from ..engine.format import BATCH_DIM, MANIFEST_FILE, PAIRS_DIM, TIMING_CACHE_FILE, EngineKind, plan_file
 from ..engine.manifest import EngineManifest, FileEntry, TensorRTInfo, TensorSpec
 from ..errors import ConfigError, EngineError
@@ -207,14 +208,16 @@ def add_tensorrt_plans(
     trt = trt or import_tensorrt()
     compute_capability, device_name = cuda_compute_capability()
     manifest = read_manifest(out)
-    verify_files(out, manifest, [f for g in manifest.graphs.values() for f in g.files("onnxruntime")])
+    for name in manifest.graphs:  # the .onnx files, their external data and their interface
+        checked_onnx_graph(out, manifest, name)
     # 2. Build one plan per graph
     settings = plan_settings(manifest, opt_batch, workspace_gib)
     for graph in settings.values():
         log(f"building {graph.plan} with TensorRT {trt.__version__} (compute capability {compute_capability}) ...")
         build_plan(out, graph, trt)
-    # 3. Write the manifest that lists them
-    files = hash_directory(out)
+    # 3. Write the manifest that lists them (the engine's files, the plans and the timing cache)
+    written = [*manifest.files, *(graph.plan for graph in settings.values()), TIMING_CACHE_FILE]
+    files = hash_files(out, [name for name in written if (out / name).is_file()])
     manifest = plans_manifest(manifest, settings, str(trt.__version__), compute_capability, device_name, files)
     write_manifest(out, manifest)
     log(f"wrote {out / MANIFEST_FILE} (TensorRT plans)")

@@ -25,10 +25,13 @@ from typing import Any, Callable
 import torch
 
 from .._version import __version__
-from ..engine.directory import hash_directory, write_manifest
+from ..atomic import TEMP_SUFFIX
+from ..console import check_output_dir
+from ..engine.directory import hash_files, is_engine_directory, is_unfinished_engine, write_manifest
 from ..engine.format import (
     DINO_PROCESSOR_DIR,
     MANIFEST_FILE,
+    TIMING_CACHE_FILE,
     ContextMode,
     EngineKind,
     GraphName,
@@ -132,18 +135,32 @@ def _tensorrt_for(config: ExportConfig) -> Any:
     return trt
 
 
+def _engine_names() -> set[str]:
+    """The top-level names an export writes (and ``--overwrite`` may replace)."""
+    graphs = {name(graph) for graph in GraphName for name in (onnx_file, onnx_data_file, plan_file)}
+    return graphs | {MANIFEST_FILE, DINO_PROCESSOR_DIR, TIMING_CACHE_FILE}
+
+
 def _prepare_out_dir(out: Path, overwrite: bool) -> Path:
     """Create ``out``; an existing engine there is replaced only with ``overwrite``.
 
-    The manifest goes first, so an interrupted re-export never looks finished. The TensorRT
-    timing cache is kept: it speeds up the rebuild on the same GPU.
+    ``--overwrite`` replaces only a directory that holds an engine (finished or not) and nothing
+    else: any other content is refused, never deleted. The manifest goes first, so an
+    interrupted re-export never looks finished. The TensorRT timing cache is kept: it speeds up
+    the rebuild on the same GPU.
     """
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {str(out)!r} exists and is not a directory")
+    check_output_dir(out, "--out")
     existing = [p for p in out.iterdir()] if out.is_dir() else []
     if existing and not overwrite:
         raise ConfigError(f"--out {str(out)!r} is not empty; choose a new directory or pass --overwrite")
     if existing:
+        foreign = sorted(p.name for p in existing if p.name not in _engine_names() and not p.name.endswith(TEMP_SUFFIX))
+        if foreign or not (is_engine_directory(out) or is_unfinished_engine(out)):
+            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            raise ConfigError(
+                f"--out {str(out)!r} does not hold only an engine ({shown or 'no engine files'}); --overwrite replaces "
+                "engine directories only: choose another --out, or empty the directory yourself"
+            )
         (out / MANIFEST_FILE).unlink(missing_ok=True)
         for graph in GraphName:
             for name in (onnx_file(graph), onnx_data_file(graph), plan_file(graph)):
@@ -188,6 +205,15 @@ def _graph_entry(graph: ExportedGraph, precision: Precision) -> GraphEntry:
     )
 
 
+def _written_files(out: Path, exported: ExportedGraphs) -> list[str]:
+    """The files this export wrote: the graphs, their external data, the DINOv2 processor config."""
+    names = [p.name for graph, _ in exported.graphs.values() for p in (graph.onnx, graph.onnx_data) if p is not None]
+    processor = out / DINO_PROCESSOR_DIR
+    if exported.dino_processor is not None and processor.is_dir():
+        names += [p.relative_to(out).as_posix() for p in processor.rglob("*") if p.is_file()]
+    return names
+
+
 def _prompt_provenance(weights: PromptWeights, config: ExportConfig) -> dict[str, Any]:
     provenance = {**weights.metadata, "text": weights.text, "source": str(config.prompt) if config.prompt else None}
     return {k: v for k, v in provenance.items() if v is not None}
@@ -224,7 +250,7 @@ def _onnx_manifest(
         scaling_factor=extractor.scaling_factor,
         noise_coefficients=(alpha_bar**0.5, (1.0 - alpha_bar) ** 0.5),
         graphs={str(name): _graph_entry(graph, precision) for name, (graph, precision) in exported.graphs.items()},
-        files=hash_directory(out),
+        files=hash_files(out, _written_files(out, exported)),
         libraries=library_versions(),
         preprocessing=preprocessing_description(feature.image_size, exported.dino_processor),
         prompt=_prompt_provenance(weights, config),

@@ -24,7 +24,7 @@ class FeatureBackend(Protocol):
     given the same noise it returns the same raw features as the PyTorch reference.
 
     A request runs in two halves so that the Matcher can overlap them across batches
-    (docs/design.md §13.17): ``prepare_*`` is host work (resize, DINOv2 pixels, pinned memory) and
+    (docs/design.md §13.22): ``prepare_*`` is host work (resize, DINOv2 pixels, pinned memory) and
     may run on a worker thread; ``extract_prepared`` is the device work.
 
     Attributes:
@@ -34,6 +34,12 @@ class FeatureBackend(Protocol):
         prompt_kind: the kind of prompt it holds (text, single, class, cpm).
         categories: category names of a class prompt (else empty).
         latent_shape: ``(4, S/8, S/8)``, the shape of one image's noise draws.
+
+    Optional, for CPM prompts on backends that run DINOv2 apart from the UNet (the PyTorch
+    backend; an engine runs it inside its prompt network): ``dino_tokens(images) -> (B, 256, D)``
+    and ``extract_pairs(..., tokens=(source_tokens, target_tokens))``, so that a caller can compute
+    each image's tokens once and reuse them in all its pairs (the evaluation runner does,
+    docs/design.md §9.5).
     """
 
     name: str

@@ -8,7 +8,7 @@ with :func:`per_image`. The PyTorch backend, the engine runtime and the trainer 
 inputs here; only what they run on the batch differs.
 
 A :class:`PreparedBatch` is that batch plus the CPM's DINOv2 pixels, made on the host (decode,
-resize, noise, pinned memory) while the device runs the previous batch (docs/design.md §13.17).
+resize, noise, pinned memory) while the device runs the previous batch (docs/design.md §13.22).
 """
 
 from __future__ import annotations
@@ -125,13 +125,17 @@ class PreparedBatch:
         images: the images and their noise (pairs interleaved ``[s0, t0, s1, t1, ...]`` when ``pairs``).
         pairs: whether ``images`` holds pairs (a CPM context is built per pair).
         dino_pixels: CPM prompts: ``(2P, 3, 224, 224)`` DINOv2 inputs, all sources then all targets.
+        dino_tokens: CPM prompts, instead of ``dino_pixels`` when the caller has them already (the
+            evaluation runner's per-image cache): the sources' and the targets' ``(P, 256, D)`` tokens.
     """
 
     images: ImageBatch
     pairs: bool
     dino_pixels: Tensor | None = None
+    dino_tokens: tuple[Tensor, Tensor] | None = None
 
     def pin_memory(self) -> PreparedBatch:
-        """Everything in page-locked host memory (for asynchronous copies to a CUDA device)."""
+        """The images and DINOv2 pixels in page-locked host memory (for asynchronous copies to a
+        CUDA device); tokens stay where they were computed."""
         dino = self.dino_pixels.pin_memory() if self.dino_pixels is not None else None
-        return PreparedBatch(self.images.pin_memory(), self.pairs, dino)
+        return PreparedBatch(self.images.pin_memory(), self.pairs, dino, self.dino_tokens)

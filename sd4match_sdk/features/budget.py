@@ -1,4 +1,4 @@
-"""How many images one device batch may hold: a memory budget over an activation estimate (docs/design.md §13.17).
+"""How many images one device batch may hold: a memory budget over an activation estimate (docs/design.md §13.22).
 
 The peak of a batch is set by the larger of two stages, each linear in its batch:
 

@@ -1,4 +1,4 @@
-"""The compiled path: the VAE encoder and the truncated UNet through ``torch.compile`` (docs/design.md §13.16).
+"""The compiled path: the VAE encoder and the truncated UNet through ``torch.compile`` (docs/design.md §13.21).
 
 ``Matcher.from_pretrained(..., compile=True)`` prepares the two heavy modules once:
 

@@ -1,4 +1,4 @@
-"""Host work overlapped with device work: the next batch is prepared while the current one runs (docs/design.md §13.17).
+"""Host work overlapped with device work: the next batch is prepared while the current one runs (docs/design.md §13.22).
 
 Preparing a batch is host work (decoding and resizing images, drawing noise, copying into pinned
 memory); running it is device work. :func:`prefetched` runs the preparations in order on one

@@ -1,4 +1,4 @@
-"""Which dtype each SD part runs in, and how float32 stays exact on CUDA (docs/design.md §13.15).
+"""Which dtype each SD part runs in, and how float32 stays exact on CUDA (docs/design.md §13.20).
 
 On CUDA the UNet, the text encoder and the VAE encoder run in float16 by default, as the
 official test script's ``torch.autocast(float16)`` runs them (docs/design.md §3.6); on the CPU
@@ -67,13 +67,13 @@ def resolve_precision(device: torch.device, dtype: torch.dtype | None = None, va
 def require_exact_float32_convolutions(device: torch.device, precision: Precision) -> None:
     """Turn cuDNN TF32 off for the process, once, if float32 modules run on a CUDA ``device``.
 
-    Called when a backend is built, never per call (docs/design.md §13.15). A no-op on the CPU
+    Called when a backend is built, never per call (docs/design.md §13.20). A no-op on the CPU
     and for float16/bfloat16-only precisions.
     """
     if device.type != "cuda" or not precision.has_float32():
         return
     if torch.backends.cudnn.allow_tf32:
-        _LOG.info("float32 modules on CUDA: turning cuDNN TF32 off for this process (docs/design.md §13.15)")
+        _LOG.info("float32 modules on CUDA: turning cuDNN TF32 off for this process (docs/design.md §13.20)")
         torch.backends.cudnn.allow_tf32 = False
 
 
@@ -83,6 +83,6 @@ def check_exact_float32_convolutions(device: torch.device, precision: Precision)
     if device.type == "cuda" and precision.has_float32() and torch.backends.cudnn.allow_tf32:
         warnings.warn(
             "torch.backends.cudnn.allow_tf32 is True again: float32 convolutions now run in TF32 and matches "
-            "move by ~0.1 px; set it back to False for exact float32 features (docs/design.md §13.15)",
+            "move by ~0.1 px; set it back to False for exact float32 features (docs/design.md §13.20)",
             stacklevel=3,
         )

@@ -1,5 +1,5 @@
 """The PyTorch backend: the eager reference (the oracle every faster path is tested against) and,
-with ``compile=``, the compiled path (docs/design.md §13.16)."""
+with ``compile=``, the compiled path (docs/design.md §13.21)."""
 
 from __future__ import annotations
 
@@ -64,8 +64,8 @@ class TorchFeatureBackend:
         dino: ``(Dinov2Model, processor)``, required for CPM prompts.
         precision: the dtypes of the parts; ``None`` keeps the components' own.
         compile: ``False``/``"off"`` (eager), ``True``/``"default"`` or ``"max-autotune"``
-            (docs/design.md §13.16); changes the components in place.
-        memory_budget: bytes one device batch may use (docs/design.md §13.17); ``None``: half of
+            (docs/design.md §13.21); changes the components in place.
+        memory_budget: bytes one device batch may use (docs/design.md §13.22); ``None``: half of
             the free memory.
     """
 
@@ -134,8 +134,7 @@ class TorchFeatureBackend:
 
     # ------------------------------------------------------------------ host side
 
-    def _prepared(self, batch: ImageBatch, pairs: bool, dino: Tensor | None) -> PreparedBatch:
-        prepared = PreparedBatch(batch, pairs, dino)
+    def _prepared(self, prepared: PreparedBatch) -> PreparedBatch:
         return prepared.pin_memory() if self.device.type == "cuda" else prepared
 
     def prepare_pairs(
@@ -144,22 +143,28 @@ class TorchFeatureBackend:
         targets: list[np.ndarray],
         categories: list[str | None],
         noises: list[tuple[ImageNoise, ImageNoise]],
+        tokens: tuple[Tensor, Tensor] | None = None,
     ) -> PreparedBatch:
-        """Host work of P pairs: the 2P-image batch (and the CPM's DINOv2 pixels), pinned on CUDA."""
+        """Host work of P pairs: the 2P-image batch (and, for a CPM without ``tokens``, the DINOv2
+        pixels), pinned on CUDA."""
         batch = ImageBatch.from_pairs(sources, targets, noises, self.feature_config.image_size, categories)
-        dino = dino_pixels(self.dino_processor, sources + targets) if self.prompt.kind is PromptKind.CPM else None
-        return self._prepared(batch, True, dino)
+        needs_pixels = self.prompt.kind is PromptKind.CPM and tokens is None
+        dino = dino_pixels(self.dino_processor, sources + targets) if needs_pixels else None
+        return self._prepared(PreparedBatch(batch, True, dino, tokens if self.prompt.kind is PromptKind.CPM else None))
 
     def prepare_images(self, images: list[np.ndarray], categories: list[str | None], noises: list[ImageNoise]) -> PreparedBatch:
         """Host work of single images (not for CPM prompts)."""
         if self.prompt.kind is PromptKind.CPM:
             raise ConfigError("CPM features depend on both images of a pair; use match() or match_batch()")
-        return self._prepared(ImageBatch.from_images(images, noises, self.feature_config.image_size, categories), False, None)
+        return self._prepared(PreparedBatch(ImageBatch.from_images(images, noises, self.feature_config.image_size, categories), False))
 
     # ------------------------------------------------------------------ device side
 
     def _pair_contexts(self, prepared: PreparedBatch) -> Tensor:
         """``(P, 77, D)`` CPM contexts of the prepared pairs (shared by both images of a pair)."""
+        if prepared.dino_tokens is not None:
+            sources, targets = (t.to(self.device, non_blocking=True) for t in prepared.dino_tokens)
+            return self.prompt.pair(sources, targets)
         tokens = dino_patch_tokens(self.dino, prepared.dino_pixels.to(self.device, non_blocking=True))  # type: ignore[union-attr]
         p = tokens.shape[0] // 2
         return self.prompt.pair(tokens[:p], tokens[p:])
@@ -207,12 +212,28 @@ class TorchFeatureBackend:
 
     # ------------------------------------------------------------------ FeatureBackend
 
-    def pair_contexts(self, sources: list[np.ndarray], targets: list[np.ndarray], categories: list[str | None]) -> Tensor:
-        """``(P, 77, D)`` one context per pair (shared by both images)."""
+    @torch.inference_mode()
+    def dino_tokens(self, images: list[np.ndarray]) -> Tensor:
+        """``(B, 256, D)`` DINOv2 patch tokens of ``images``, the CPM's input (float32, on the device)."""
+        if self.dino is None:
+            raise ConfigError("DINOv2 tokens are the input of a CPM prompt; this backend holds another kind of prompt")
+        return dino_patch_tokens(self.dino, dino_pixels(self.dino_processor, images))
+
+    @torch.inference_mode()
+    def pair_contexts(
+        self,
+        sources: list[np.ndarray],
+        targets: list[np.ndarray],
+        categories: list[str | None],
+        tokens: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """``(P, 77, D)`` one context per pair (shared by both images); a CPM uses ``tokens``
+        (sources', targets' :meth:`dino_tokens`) when given, else runs DINOv2 on the pairs."""
         if self.prompt.kind is PromptKind.CPM:
-            with torch.inference_mode():
-                tokens = dino_patch_tokens(self.dino, dino_pixels(self.dino_processor, sources + targets))
-                return self.prompt.pair(tokens[: len(sources)], tokens[len(sources) :])
+            if tokens is None:
+                both = self.dino_tokens(sources + targets)
+                tokens = both[: len(sources)], both[len(sources) :]
+            return self.prompt.pair(tokens[0].to(self.device), tokens[1].to(self.device))
         return torch.cat([self.prompt.fixed(c) for c in categories])
 
     def extract_pairs(
@@ -221,8 +242,9 @@ class TorchFeatureBackend:
         targets: list[np.ndarray],
         categories: list[str | None],
         noises: list[tuple[ImageNoise, ImageNoise]],
+        tokens: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        return self.extract_prepared(self.prepare_pairs(sources, targets, categories, noises))
+        return self.extract_prepared(self.prepare_pairs(sources, targets, categories, noises, tokens))
 
     def extract_images(self, images: list[np.ndarray], categories: list[str | None], noises: list[ImageNoise]) -> Tensor:
         return self.extract_prepared(self.prepare_images(images, categories, noises))

@@ -1,7 +1,7 @@
 """Attention for the fast path: fused projections, and cross-attention keys/values computed once.
 
 The same math as diffusers' ``AttnProcessor2_0`` (``scaled_dot_product_attention`` over the
-projected query, keys and values), organised for speed (docs/design.md §13.16):
+projected query, keys and values), organised for speed (docs/design.md §13.21):
 
 * **Fused projections.** Self-attention multiplies by ``[W_q | W_k | W_v]`` in one matrix
   product, cross-attention by ``[W_k | W_v]`` (diffusers' ``Attention.fuse_projections``).

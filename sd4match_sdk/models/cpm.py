@@ -61,6 +61,13 @@ def adaptive_max_pool1d(x: Tensor, out: int) -> Tensor:
     return gathered.amax(dim=-1)
 
 
+#: The parameters of a Pair-DINO-Feat CPM and their ranks (official names).
+_PARAMETER_RANKS = {
+    "global_embeds": 3, "positional_embedding": 3, "alpha_cond": 3,
+    "linear_C.weight": 2, "linear_C.bias": 1, "linear_N.weight": 2, "linear_N.bias": 1,
+}  # fmt: skip
+
+
 class ConditionalPromptModule(nn.Module):
     """CPM (Pair-DINO-Feat): two images' DINOv2 patch tokens -> the 75 learned prompt tokens.
 
@@ -81,22 +88,36 @@ class ConditionalPromptModule(nn.Module):
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Tensor]) -> ConditionalPromptModule:
-        """Build a module whose sizes are read off an (official or SDK) state dict."""
-        try:
-            g = state["global_embeds"].shape[1]
-            c, d = state["positional_embedding"].shape[1:]
-            two_dino = state["linear_C.weight"].shape[1]
-            n_patch = state["linear_N.weight"].shape[0]
-        except KeyError as err:
-            raise PromptError(
-                f"CPM checkpoint lacks {err}; only Pair-DINO-Feat modules (linear_C, linear_N, "
-                "global_embeds, positional_embedding, alpha_cond) are supported"
-            ) from None
-        module = cls(CPMConfig(dino_dim=two_dino // 2, text_dim=d, n_patch=n_patch, global_length=g, cond_length=c))
+        """Build a module whose sizes are read off an (official or SDK) state dict.
+
+        Raises:
+            PromptError: a parameter is missing, has the wrong rank or a size that does not fit
+                the others (the message lists them).
+        """
         state = {k: v for k, v in state.items() if not k.startswith("text_model_embeddings.")}
-        missing, unexpected = module.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise PromptError(f"CPM checkpoint does not fit: missing {missing}, unexpected {unexpected}")
+        missing = [k for k in _PARAMETER_RANKS if k not in state]
+        if missing:
+            raise PromptError(
+                f"CPM checkpoint lacks {', '.join(missing)}; only Pair-DINO-Feat modules (linear_C, linear_N, "
+                "global_embeds, positional_embedding, alpha_cond) are supported"
+            )
+        wrong_rank = {k: tuple(state[k].shape) for k, rank in _PARAMETER_RANKS.items() if state[k].ndim != rank}
+        if wrong_rank:
+            expected = ", ".join(f"{k}: {rank}-d" for k, rank in _PARAMETER_RANKS.items() if k in wrong_rank)
+            raise PromptError(f"CPM checkpoint has parameters of the wrong rank {wrong_rank} (expected {expected}); the file is damaged or not a CPM")
+        g = state["global_embeds"].shape[1]
+        c, d = state["positional_embedding"].shape[1:]
+        module = cls(CPMConfig(dino_dim=state["linear_C.weight"].shape[1] // 2, text_dim=d,
+                               n_patch=state["linear_N.weight"].shape[0], global_length=g, cond_length=c))  # fmt: skip
+        expected = module.state_dict()
+        mismatched = {k: (tuple(v.shape), tuple(expected[k].shape)) for k, v in state.items() if k in expected and v.shape != expected[k].shape}
+        unexpected = sorted(set(state) - set(expected))
+        if mismatched or unexpected:
+            raise PromptError(
+                f"CPM checkpoint does not fit a {module.config.name} module: sizes (found, expected) {mismatched}, "
+                f"unexpected {unexpected}; the file is damaged or comes from another CPM variant"
+            )
+        module.load_state_dict(state)
         return module
 
     def forward(self, dino_source: Tensor, dino_target: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""SD feature extraction (docs/design.md §3): VAE posterior sample, DDPM noise, truncated UNet, ensemble mean.
+"""SD feature extraction (docs/design.md §3): VAE posterior sample, forward-process noise, truncated UNet, ensemble mean.
 
 The extractor is deterministic given its noise: callers draw ``eps_vae`` and ``noise`` (see
 :mod:`sd4match_sdk.noise`) so that every backend can be fed the same numbers. Its output is the
@@ -12,10 +12,54 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError
 from .unet import TruncatedUNet
 
-__all__ = ["SDFeatureExtractor"]
+__all__ = ["SDFeatureExtractor", "forward_diffuse", "noise_schedule"]
+
+
+def noise_schedule(scheduler: Any, timestep: int) -> Tensor:
+    """``(T,)`` the scheduler's ``alphas_cumprod`` (``abar_t``), checked to reach ``timestep``.
+
+    Raises:
+        ConfigError: the scheduler has no ``alphas_cumprod`` (not a DDPM-family schedule), or it
+            has no step ``timestep``.
+    """
+    alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
+    if alphas_cumprod is None:
+        raise ConfigError(
+            f"the scheduler ({type(scheduler).__name__}) has no alphas_cumprod; SD4Match noises latents with the "
+            "DDPM forward process: use a model whose scheduler/ is a DDPM-family config (SD 2.1 names DDIMScheduler)"
+        )
+    alphas_cumprod = torch.as_tensor(alphas_cumprod)
+    if not 0 <= timestep < alphas_cumprod.shape[0]:
+        raise ConfigError(f"timestep {timestep} is outside the scheduler's {alphas_cumprod.shape[0]} steps; pass a timestep below it")
+    return alphas_cumprod
+
+
+def forward_diffuse(latents: Tensor, noise: Tensor, alphas_cumprod: Tensor, timesteps: Tensor) -> Tensor:
+    """The forward process ``z_t = sqrt(abar_t) z + sqrt(1 - abar_t) eps`` (docs/design.md §3.3, §3.7).
+
+    Always this formula, whatever scheduler class the model names: a scheduler's ``add_noise``
+    is specific to its class (``EulerDiscreteScheduler`` adds ``sigma_t * eps`` without scaling
+    ``z``). The operations are those of diffusers' ``DDPMScheduler.add_noise`` /
+    ``DDIMScheduler.add_noise``, in the same order, so SD 2.1 (DDIM) gets bit-identical numbers.
+
+    Args:
+        latents: ``(N, 4, h, w)`` clean latents ``z``.
+        noise: ``(N, 4, h, w)`` standard normal ``eps``.
+        alphas_cumprod: ``(T,)`` ``abar`` of the schedule.
+        timesteps: ``(N,)`` integer timesteps.
+
+    Returns:
+        ``(N, 4, h, w)`` noisy latents, in ``latents``' dtype.
+    """
+    abar = alphas_cumprod.to(device=latents.device).to(dtype=latents.dtype)
+    timesteps = timesteps.to(latents.device)
+    shape = (-1,) + (1,) * (latents.ndim - 1)
+    sqrt_alpha_prod = (abar[timesteps] ** 0.5).flatten().reshape(shape)
+    sqrt_one_minus_alpha_prod = ((1 - abar[timesteps]) ** 0.5).flatten().reshape(shape)
+    return sqrt_alpha_prod * latents + sqrt_one_minus_alpha_prod * noise
 
 
 class SDFeatureExtractor(nn.Module):
@@ -24,9 +68,12 @@ class SDFeatureExtractor(nn.Module):
     Args:
         vae: ``diffusers.AutoencoderKL`` (only its encoder runs).
         unet: ``diffusers.UNet2DConditionModel``; wrapped in :class:`TruncatedUNet`.
-        scheduler: a diffusers scheduler; ``add_noise`` gives
-            ``sqrt(abar_t) z + sqrt(1 - abar_t) eps``.
+        scheduler: a diffusers scheduler; only its ``alphas_cumprod`` is read (the noising is
+            always the forward process, :func:`forward_diffuse`, whatever the class).
         timestep: the fixed diffusion timestep t.
+
+    Raises:
+        ConfigError: the scheduler has no ``alphas_cumprod`` or fewer than ``timestep + 1`` steps.
     """
 
     def __init__(self, vae: Any, unet: Any, scheduler: Any, timestep: int) -> None:
@@ -35,6 +82,7 @@ class SDFeatureExtractor(nn.Module):
         self.unet = TruncatedUNet(unet)
         self.scheduler = scheduler
         self.timestep = int(timestep)
+        self.alphas_cumprod = noise_schedule(scheduler, self.timestep)
         self.scaling_factor = float(vae.config.scaling_factor)
         self.latent_channels = int(vae.config.latent_channels)
         self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -71,7 +119,7 @@ class SDFeatureExtractor(nn.Module):
         b, e = noise.shape[:2]
         repeated = latents.repeat_interleave(e, dim=0)  # (B*E, 4, h, w), image-major as the official code
         timesteps = torch.full((b * e,), self.timestep, dtype=torch.long, device=latents.device)
-        noisy = self.scheduler.add_noise(repeated.float(), noise.reshape(b * e, *noise.shape[2:]).float(), timesteps)
+        noisy = forward_diffuse(repeated.float(), noise.reshape(b * e, *noise.shape[2:]).float(), self.alphas_cumprod, timesteps)
         return noisy, timesteps
 
     @staticmethod

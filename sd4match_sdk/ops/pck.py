@@ -15,7 +15,8 @@ from enum import StrEnum
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..checks import check_fraction
+from ..errors import ConfigError, ShapeError
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -25,6 +26,7 @@ __all__ = [
     "PCKSummary",
     "summarize_pck",
     "PCKAccumulator",
+    "check_alphas",
 ]
 
 #: The paper's alpha values.
@@ -37,6 +39,21 @@ class ThresholdKind(StrEnum):
     BBOX = "bbox"  # SPair-71k: max(w, h) of the target box
     IMAGE = "image"  # PF-Pascal: max(H, W) of the resized target image, i.e. the frame
     KEYPOINTS = "keypoints"  # PF-Willow: max extent of the target keypoints
+
+
+def check_alphas(alphas: Sequence[float]) -> tuple[float, ...]:
+    """PCK alphas as floats, each in ``(0, 1]``, at least one.
+
+    Raises:
+        ConfigError: no alphas, or one that is not a number in ``(0, 1]``.
+    """
+    try:
+        items = [] if isinstance(alphas, (str, bytes)) else list(alphas)
+    except TypeError:
+        items = []
+    if not items:
+        raise ConfigError(f"alphas must be a non-empty list of fractions in (0, 1] (got {alphas!r}); e.g. [0.05, 0.1, 0.15]")
+    return tuple(check_fraction("alpha", a) for a in items)
 
 
 def pck_threshold(
@@ -144,10 +161,13 @@ class PCKAccumulator:
 
     Args:
         alphas: the tolerance factors.
+
+    Raises:
+        ConfigError: no alphas, or an alpha outside ``(0, 1]``.
     """
 
     def __init__(self, alphas: Sequence[float] = DEFAULT_ALPHAS) -> None:
-        self.alphas = tuple(float(a) for a in alphas)
+        self.alphas = check_alphas(alphas)
         self.fractions: list[np.ndarray] = []
         self.categories: list[str] = []
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from ..checks import check_fraction, check_int, check_positive_float, check_seed
+from ..distributed import device_for_rank
 from ..errors import ConfigError
 from ..prompts import PromptKind
 
@@ -49,18 +51,15 @@ def autocast_dtype(precision: str | TrainPrecision, device: torch.device) -> tor
     return TrainPrecision(precision).autocast_dtype(device)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU.
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; under torchrun ``auto``/``cuda`` is the node's GPU
+    ``local_rank`` (:func:`~sd4match_sdk.distributed.device_for_rank`).
 
     Raises:
-        ConfigError: CUDA asked for but not available.
+        ConfigError: an invalid device, CUDA asked for but not available, or more processes on a
+            node than GPUs.
     """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available; use device = 'cpu'")
-    return device
+    return device_for_rank(name, local_rank)
 
 
 def _enum_value(name: str, value: Any, enum: type[StrEnum], allowed: tuple | None = None) -> StrEnum:
@@ -89,10 +88,12 @@ class TrainConfig:
         train_split, val_split: dataset splits.
         epochs: passes over the training pairs (SPair 5, PF-Pascal 90: about 30k steps at batch 9).
         max_steps: stop after this many optimiser steps instead (0: ``epochs`` decides).
-        batch_size: pairs per optimiser step (9).
-        micro_batch_size: pairs per forward/backward; the step's micro-batches each divide their
-            summed pair losses by the step's number of pairs, so the accumulated gradient is the mean
-            over all its pairs whatever the split (0: no accumulation).
+        batch_size: pairs per optimiser step (9), all processes together: under torchrun each
+            process takes a contiguous block of the step's pairs (docs/design.md §8.8).
+        micro_batch_size: pairs per forward/backward on each process; every micro-batch divides its
+            summed pair losses by the step's number of pairs, so the accumulated (and, with several
+            processes, all-reduced) gradient is the mean over all its pairs whatever the split
+            (0: a process's whole share at once).
         lr: Adam learning rate of the prompt tokens and CPM embeddings (1e-2).
         network_lr: Adam learning rate of the CPM's g_d and g_n (1e-3).
         timestep: diffusion timestep of training and validation features (261).
@@ -101,14 +102,17 @@ class TrainConfig:
         beta: softmax temperature of the loss (0.04).
         label_kernel, label_sigma: the Gaussian label (7 x 7, sigma 1.5 cells).
         precision: ``auto`` (fp16 autocast on CUDA, fp32 on CPU), ``fp16``, ``bf16`` or ``fp32``.
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ...
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ...; under torchrun
+            ``auto`` and ``cuda`` give each process its own GPU (``cuda:LOCAL_RANK``).
         val_every: validate every N steps (0: once per epoch, as the official scripts).
         val_max_pairs: validate on the first N pairs of the val split only (0: all).
         val_alpha: PCK alpha used for model selection (0.1).
         checkpoint_every: write the resumable training state every N steps (also after each
             validation and at the end).
         seed: seeds the prompt initialisation, the data order, the training noise and validation.
-        num_workers: DataLoader worker processes that decode and resize images.
+        num_workers: DataLoader worker processes (per training process) that decode and resize
+            images; -1 (default): 0 on machines with 2 CPUs or fewer (workers there cost more than
+            they save), else ``min(4, CPUs - 1)`` (:func:`~.data.loader_workers`).
         gradient_checkpointing: recompute UNet activations in the backward pass (less memory).
         dino_cache: directory for cached DINOv2 tokens of the CPM (empty: in memory only).
         cpm_global, cpm_cond: CPM global and conditional prompt lengths (25, 50).
@@ -141,7 +145,7 @@ class TrainConfig:
     val_alpha: float = 0.1
     checkpoint_every: int = 100
     seed: int = 0
-    num_workers: int = 4
+    num_workers: int = -1
     gradient_checkpointing: bool = False
     dino_cache: str = ""
     cpm_global: int = 25
@@ -152,21 +156,27 @@ class TrainConfig:
         if not self.dataset:
             raise ConfigError("dataset must name the benchmark (spair, pfpascal, pfwillow)")
         object.__setattr__(self, "precision", _enum_value("precision", self.precision, TrainPrecision))
+        for f in fields(self):  # integers are integers (2.5 is not truncated), floats finite numbers
+            if f.type == "int":
+                object.__setattr__(self, f.name, check_int(f.name, getattr(self, f.name)))
+        object.__setattr__(self, "seed", check_seed(self.seed))
         positive = {"batch_size": self.batch_size, "image_size": self.image_size, "ensemble": self.ensemble,
                     "label_kernel": self.label_kernel, "checkpoint_every": self.checkpoint_every}  # fmt: skip
         for name, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1 (got {value})")
-        for name in ("epochs", "max_steps", "micro_batch_size", "val_every", "val_max_pairs", "num_workers"):
+        for name in ("epochs", "max_steps", "micro_batch_size", "val_every", "val_max_pairs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        if self.num_workers < -1:
+            raise ConfigError(f"num_workers must be >= 0, or -1 for auto (got {self.num_workers})")
         if self.epochs == 0 and self.max_steps == 0:
             raise ConfigError("set epochs or max_steps")
         if self.label_kernel % 2 == 0:
             raise ConfigError(f"label_kernel must be odd (got {self.label_kernel})")
-        for name in ("lr", "network_lr", "beta", "label_sigma", "val_alpha"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0 (got {getattr(self, name)})")
+        for name in ("lr", "network_lr", "beta", "label_sigma"):
+            object.__setattr__(self, name, check_positive_float(name, getattr(self, name)))
+        object.__setattr__(self, "val_alpha", check_fraction("val_alpha", self.val_alpha))
         if not 0 <= self.timestep < 1000:
             raise ConfigError(f"timestep must lie in [0, 1000) (got {self.timestep})")
         if self.image_size % 64:
@@ -232,9 +242,11 @@ def load_train_config(path: str | os.PathLike | None = None, **overrides: Any) -
         try:
             values = tomllib.loads(path.read_text())
         except FileNotFoundError:
-            raise ConfigError(f"config file not found: {str(path)!r}") from None
+            raise ConfigError(f"config file not found: {str(path)!r}; check the path (training/configs/ has one per paper setting)") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"cannot read the config file {str(path)!r} ({err}); pass a readable TOML file") from None
         except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{path}: not valid TOML ({err})") from None
+            raise ConfigError(f"{path}: not valid TOML ({err}); fix the line it names") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     types = {f.name: f.type for f in fields(TrainConfig)}
     kinds = {"str": str, "int": int, "float": float, "bool": bool, "PromptKind": str, "TrainPrecision": str}

@@ -1,23 +1,30 @@
-"""Training batches: the step-indexed data order and the per-pair tensors the trainer consumes.
+"""Training batches: the step-indexed data order, each process's share of a step, and the tensors the trainer consumes.
 
 The order of pairs is a function of ``(seed, epoch)`` only: epoch ``e`` visits the pairs in
 ``randperm(n)`` drawn from a generator seeded with ``derive_seed(seed, "order", e)``, in batches of
 ``batch_size`` (the last batch of an epoch may be smaller, as a DataLoader with
 ``drop_last=False``). Step ``s`` therefore always gets the same pairs, and a resumed run starts
-its sampler at the saved step: nothing is skipped or repeated.
+its loader at the saved step: nothing is skipped or repeated.
+
+With several processes (docs/design.md §8.8) the step's pairs are split into contiguous blocks,
+one per rank (:func:`~sd4match_sdk.distributed.shard_range`); a pair keeps its position in the
+step, which seeds its noise, so the split changes nothing but who computes what.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+import os
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ..data.base import PairDataset
+from ..distributed import shard_range
 from ..errors import ConfigError
 from ..images import sd_pixels
 from ..noise import derive_seed
@@ -25,61 +32,59 @@ from ..prompts import PromptKind
 from .config import TrainConfig
 from .dino_cache import dino_cache_key
 
-__all__ = ["StepBatchSampler", "TrainPairs", "TrainBatch", "check_splits", "collate_pairs", "step_loader"]
+__all__ = [
+    "pair_generator", "StepOrder", "StepShards", "TrainPairs", "TrainBatch", "available_cpus", "check_splits",
+    "collate_pairs", "loader_workers", "step_loader",
+]  # fmt: skip
 
 
-class StepBatchSampler:
-    """Yields the pair indices of steps ``start_step .. total_steps - 1`` (a DataLoader ``batch_sampler``).
+def pair_generator(seed: int, step: int, position: int) -> torch.Generator:
+    """The CPU generator of one pair's training noise: seeded by the run's seed, the step and the
+    pair's position in the step, so the noise does not depend on the number of processes or the
+    micro-batch size (docs/design.md §8.8)."""
+    return torch.Generator().manual_seed(derive_seed(seed, "train-noise", step, position))
+
+
+class StepOrder:
+    """The pair indices of every step: epoch ``e`` is ``randperm`` seeded by ``(seed, "order", e)``.
 
     Args:
         num_pairs: pairs in the training split.
         batch_size: pairs per step.
         seed: the run's seed.
-        start_step: first step to yield (the resumed step).
-        total_steps: one past the last step.
     """
 
-    def __init__(self, num_pairs: int, batch_size: int, seed: int, start_step: int, total_steps: int) -> None:
+    def __init__(self, num_pairs: int, batch_size: int, seed: int) -> None:
         self.num_pairs = num_pairs
         self.batch_size = batch_size
         self.seed = seed
-        self.start_step = start_step
-        self.total_steps = total_steps
         self.steps_per_epoch = max(1, -(-num_pairs // batch_size))
+        self._epoch: tuple[int, list[int]] = (-1, [])
 
     def epoch_order(self, epoch: int) -> list[int]:
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch))
-        return torch.randperm(self.num_pairs, generator=generator).tolist()
+        if self._epoch[0] != epoch:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch))
+            self._epoch = (epoch, torch.randperm(self.num_pairs, generator=generator).tolist())
+        return self._epoch[1]
 
     def batch(self, step: int) -> list[int]:
         """The pair indices of ``step``."""
         epoch, position = divmod(step, self.steps_per_epoch)
-        order = self.epoch_order(epoch)
-        return order[position * self.batch_size : (position + 1) * self.batch_size]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        epoch, order = -1, []
-        for step in range(self.start_step, self.total_steps):
-            e, position = divmod(step, self.steps_per_epoch)
-            if e != epoch:
-                epoch, order = e, self.epoch_order(e)
-            yield order[position * self.batch_size : (position + 1) * self.batch_size]
-
-    def __len__(self) -> int:
-        return max(0, self.total_steps - self.start_step)
+        return self.epoch_order(epoch)[position * self.batch_size : (position + 1) * self.batch_size]
 
 
 @dataclass
 class TrainBatch:
-    """P pairs, images interleaved ``[src0, trg0, src1, trg1, ...]``.
+    """One process's share of a step: P pairs, images interleaved ``[src0, trg0, src1, trg1, ...]``.
 
     Attributes:
         pixels: ``(2P, 3, S, S)`` float32 in [-1, 1], mirrored for flipped pairs.
         kps0, kps1: P tensors ``(N_p, 2)`` of frame keypoints (source, target).
         categories: P category names.
         dino_keys: 2P DINOv2 cache keys (image path and flip), interleaved like ``pixels``.
-        images: 2P oriented uint8 images for DINOv2 (empty unless requested).
         indices: the P dataset indices.
+        positions: the P pairs' positions in the step (they seed the pairs' noise).
+        step_pairs: pairs in the whole step, all processes together (the loss divides by it).
     """
 
     pixels: Tensor
@@ -87,11 +92,16 @@ class TrainBatch:
     kps1: list[Tensor]
     categories: list[str]
     dino_keys: list[str]
-    images: list[np.ndarray]
     indices: list[int]
+    positions: list[int]
+    step_pairs: int
 
     def __len__(self) -> int:
         return len(self.categories)
+
+    def pin_memory(self) -> TrainBatch:
+        """The batch with its pixels in page-locked memory (DataLoader ``pin_memory``)."""
+        return dataclasses.replace(self, pixels=self.pixels.pin_memory())
 
 
 class TrainPairs:
@@ -103,13 +113,11 @@ class TrainPairs:
     Args:
         dataset: the split (its ``frame`` must equal ``image_size``).
         image_size: side of the SD input.
-        with_images: also return the oriented uint8 images (for DINOv2).
     """
 
-    def __init__(self, dataset: PairDataset, image_size: int, with_images: bool = False) -> None:
+    def __init__(self, dataset: PairDataset, image_size: int) -> None:
         self.dataset = dataset
         self.image_size = image_size
-        self.with_images = with_images
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -127,22 +135,45 @@ class TrainPairs:
             "kps1": torch.from_numpy(sample.target_kps).float(),
             "category": sample.category,
             "dino_keys": [dino_cache_key(record.source_path, record.flip), dino_cache_key(record.target_path, record.flip)],
-            "images": list(sample.oriented_images()) if self.with_images else [],
             "index": index,
         }
 
 
-def collate_pairs(items: list[dict]) -> TrainBatch:
-    """Stack per-pair items into a :class:`TrainBatch`."""
+def collate_pairs(items: list[dict], positions: Sequence[int] | None = None, step_pairs: int | None = None) -> TrainBatch:
+    """Stack per-pair items into a :class:`TrainBatch` (default: the whole step, positions ``0 .. P-1``)."""
     return TrainBatch(
-        pixels=torch.cat([it["pixels"] for it in items]),
+        pixels=torch.cat([it["pixels"] for it in items]) if items else torch.zeros(0, 3, 0, 0),
         kps0=[it["kps0"] for it in items],
         kps1=[it["kps1"] for it in items],
         categories=[it["category"] for it in items],
         dino_keys=[k for it in items for k in it["dino_keys"]],
-        images=[img for it in items for img in it["images"]],
         indices=[it["index"] for it in items],
+        positions=list(range(len(items))) if positions is None else list(positions),
+        step_pairs=len(items) if step_pairs is None else step_pairs,
     )
+
+
+class StepShards:
+    """Rank ``rank``'s share of every step (a map-style dataset indexed by step).
+
+    Args:
+        pairs: the per-pair tensors.
+        order: the step order.
+        rank, world_size: this process and the number of processes.
+    """
+
+    def __init__(self, pairs: TrainPairs, order: StepOrder, rank: int = 0, world_size: int = 1) -> None:
+        self.pairs, self.order = pairs, order
+        self.rank, self.world_size = rank, world_size
+
+    def __getitem__(self, step: int) -> TrainBatch:
+        indices = self.order.batch(step)
+        positions = shard_range(len(indices), self.rank, self.world_size)
+        return collate_pairs([self.pairs[indices[p]] for p in positions], positions, len(indices))
+
+
+def _unchanged(batch: TrainBatch) -> TrainBatch:
+    return batch
 
 
 def check_splits(config: TrainConfig, train_set: PairDataset, val_set: PairDataset | None) -> None:
@@ -164,15 +195,48 @@ def check_splits(config: TrainConfig, train_set: PairDataset, val_set: PairDatas
             )
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def loader_workers(requested: int, cpus: int | None = None) -> int:
+    """The DataLoader workers of ``num_workers = requested``: itself when >= 0; for -1 (auto), 0 on
+    2 CPUs or fewer (measured: 4 workers on 2 cores made a step 3.5x slower than none), else
+    ``min(4, cpus - 1)``, leaving one CPU to the training loop."""
+    if requested >= 0:
+        return requested
+    cpus = cpus or available_cpus()
+    return 0 if cpus <= 2 else min(4, cpus - 1)
+
+
 def step_loader(
-    train_set: PairDataset, config: TrainConfig, start_step: int, total_steps: int, with_images: bool, pin_memory: bool
-) -> DataLoader:
-    """The batches of steps ``start_step .. total_steps - 1``, decoded by ``config.num_workers`` workers."""
-    sampler = StepBatchSampler(len(train_set), config.batch_size, config.seed, start_step, total_steps)
-    return DataLoader(
-        TrainPairs(train_set, config.image_size, with_images=with_images),
-        batch_sampler=sampler,
-        collate_fn=collate_pairs,
-        num_workers=config.num_workers,
-        pin_memory=pin_memory,
-    )
+    train_set: PairDataset,
+    config: TrainConfig,
+    start_step: int,
+    total_steps: int,
+    pin_memory: bool,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[TrainBatch]:
+    """This rank's share of steps ``start_step .. total_steps - 1``, decoded by :func:`loader_workers` workers.
+
+    torch warns twice (at construction and at iteration) when the workers outnumber the CPUs; the
+    training command's start line states the workers and the CPUs once instead.
+    """
+    shards = StepShards(TrainPairs(train_set, config.image_size), StepOrder(len(train_set), config.batch_size, config.seed),
+                        rank, world_size)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+        loader = DataLoader(
+            shards,
+            sampler=range(start_step, total_steps),
+            batch_size=None,
+            collate_fn=_unchanged,
+            num_workers=loader_workers(config.num_workers),
+            pin_memory=pin_memory,
+        )
+        return iter(loader)

@@ -1,31 +1,34 @@
-"""Prompt tuning for SD4Match: Single, Class and CPM (docs/design.md §8, §13.12).
+"""Prompt tuning for SD4Match: Single, Class and CPM (docs/design.md §8, §13.12), on one or many processes (§8.8).
 
 One optimiser step:
 
-1. take the step's ``batch_size`` pairs (:class:`~.data.StepBatchSampler`) and draw their noise
-   from the run's generator, pair by pair, source then target (``eps_vae`` then one noise map
-   each: E = 1), so the numbers do not depend on how the batch is split;
-2. for each micro-batch: build the pairs' prompts (CPM: from cached DINOv2 tokens of both
-   images), encode them with the frozen CLIP text encoder, encode the images with the VAE
+1. take the step's ``batch_size`` pairs (:class:`~.data.StepOrder`); under torchrun each process
+   takes a contiguous block of them. Each pair draws its noise from its own generator, seeded by
+   ``(seed, step, position of the pair in the step)``: source then target, ``eps_vae`` then one
+   noise map each (E = 1). The numbers therefore do not depend on how the step is split;
+2. for each micro-batch: build the pairs' prompts (CPM: from the DINOv2 tokens cached before
+   training), encode them with the frozen CLIP text encoder, encode the images with the VAE
    (no gradient), noise the latents at t = 261 and run the truncated UNet with the prompt
    context; under fp16/bf16 autocast on CUDA;
 3. loss per pair (:func:`~sd4match_sdk.ops.loss.pair_loss`), summed and divided by the step's
-   number of pairs before ``backward``, so the accumulated gradient is the mean over the whole
-   batch (the paper's batch 9; the official scripts probably stepped at an effective 3, docs/design.md §8.4);
-4. one Adam step (constant lr; the fp16 grad scaler skips steps with non-finite gradients).
+   number of pairs before ``backward``; the processes' gradients are then summed
+   (:func:`~.gradients.reduce_step`), so the gradient is the mean over the whole step (the paper's
+   batch 9; the official scripts probably stepped at an effective 3, docs/design.md §8.4);
+4. one Adam step on every process (constant lr; the fp16 grad scaler skips steps with
+   non-finite gradients): the processes hold the same prompt throughout.
 
 Every ``val_every`` steps (default: once per epoch) the current prompt is scored on the val split
-by nearest-neighbour PCK@0.1 at the training timestep with E = 1 (the official selection rule);
-a better score rewrites ``best.safetensors``. The resumable state (:mod:`.checkpoint`) is
-written every ``checkpoint_every`` steps, after each validation, at the end and on Ctrl-C;
-``last.safetensors`` follows it. Both prompt files are in the SDK's prompt format and load with
-``Matcher.from_pretrained(..., prompt=path)``.
+by nearest-neighbour PCK@0.1 at the training timestep with E = 1 (the official selection rule),
+shared across the processes; a better score rewrites ``best.safetensors``. The resumable state
+(:mod:`.checkpoint`) is written every ``checkpoint_every`` steps, after each validation, at the
+end and on Ctrl-C (or, under torchrun, a SIGTERM: every process stops after the same step);
+``last.safetensors`` follows it. Only rank 0 writes files. Both prompt files are in the SDK's
+prompt format and load with ``Matcher.from_pretrained(..., prompt=path)``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,31 +40,29 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._version import __version__
-from ..config import DEFAULT_DINO_MODEL
 from ..data.base import PairDataset
-from ..errors import ConfigError
+from ..distributed import Distributed
+from ..errors import ConfigError, DistributedError
 from ..evaluation.report import write_json
 from ..evaluation.runner import evaluate
 from ..features import ImageBatch
 from ..features.torch_backend import batch_features
 from ..matcher import Matcher
-from ..models.cpm import CPMConfig
-from ..models.features import SDFeatureExtractor
 from ..models.loading import SDComponents
 from ..models.text import encode_token_embeddings
 from ..noise import derive_seed, draw_pair_noise
 from ..ops.geometry import frame_to_grid
 from ..ops.loss import pair_loss
 from ..prompts import PromptKind, save_prompt
-from ..prompts.trainable import TrainablePrompt, build_trainable_prompt
-from .checkpoint import check_resumable, load_state, save_state
+from .checkpoint import check_resumable, check_state, load_state, save_state
 from .config import TrainConfig, autocast_dtype, resolve_device
-from .data import TrainBatch, check_splits, step_loader
-from .dino_cache import DinoTokenCache
+from .data import TrainBatch, check_splits, pair_generator, step_loader
+from .gradients import reduce_step
 from .logs import log_step, open_tensorboard
+from .setup import filled_dino_cache, frozen_extractor, initial_prompt
 from .validation import validation_matcher
 
-__all__ = ["Trainer", "TrainResult", "resolve_device", "autocast_dtype"]
+__all__ = ["Trainer", "TrainResult", "autocast_dtype", "resolve_device"]
 
 STATE_FILE = "state.pt"
 LAST_PROMPT = "last.safetensors"
@@ -79,6 +80,7 @@ class TrainResult:
         validations: ``{"step", "score", "seconds"}`` of every validation of the run.
         best_score, best_step: the best validation NN-PCK and when it happened (-1 if none).
         last_prompt, best_prompt: the prompt files (``best`` may not exist without validation).
+        stopped: the run stopped early on request (:meth:`Trainer.request_stop`); rerun to resume.
     """
 
     step: int
@@ -89,6 +91,7 @@ class TrainResult:
     best_step: int = -1
     last_prompt: Path | None = None
     best_prompt: Path | None = None
+    stopped: bool = False
 
 
 class Trainer:
@@ -103,6 +106,8 @@ class Trainer:
         progress: show a progress bar.
         tensorboard: write TensorBoard scalars under ``output_dir/tb`` (skipped, with a note,
             when the ``tensorboard`` package is missing).
+        distributed: this process's place in a torchrun launch (default: one process). Every
+            process builds a Trainer with the same arguments; rank 0 writes the files.
     """
 
     def __init__(
@@ -114,6 +119,7 @@ class Trainer:
         dino: tuple[Any, Any] | None = None,
         progress: bool = True,
         tensorboard: bool = True,
+        distributed: Distributed | None = None,
     ) -> None:
         # 1. Check the inputs
         check_splits(config, train_set, val_set)
@@ -121,61 +127,31 @@ class Trainer:
             raise ConfigError("a CPM prompt needs DINOv2: pass dino=(model, processor)")
         self.config, self.components, self.dino = config, components, dino
         self.train_set, self.val_set = train_set, val_set
-        self.progress, self.tensorboard = progress, tensorboard
+        self.dist = distributed or Distributed()
+        self.progress, self.tensorboard = progress and self.dist.is_main, tensorboard and self.dist.is_main
         self.output_dir = Path(config.output_dir)
-        # 2. Put the frozen models on the device
-        self.device = resolve_device(config.device)
+        # 2. Put the frozen models on the device (under torchrun: this process's GPU)
+        self.device = resolve_device(config.device, self.dist.local_rank)
+        if self.device.type == "cuda" and self.dist.active:
+            torch.cuda.set_device(self.device)  # NCCL works on the process's current device
         self.amp_dtype = autocast_dtype(config.precision, self.device)
-        self.extractor = self._frozen_extractor()
+        self.extractor = frozen_extractor(components, config, self.device)
         self.latent_shape = self.extractor.latent_shape(config.image_size)
-        # 3. The DINOv2 token cache (CPM)
-        self.dino_cache = self._dino_token_cache()
-        # 4. The prompt, its optimiser, the fp16 grad scaler and the training noise
-        self.prompt = self._initial_prompt()
+        # 3. The DINOv2 tokens of every training image (CPM), computed once across the processes
+        self.dino_cache = None
+        if config.prompt is PromptKind.CPM:
+            self.dino_cache = filled_dino_cache(dino, config, train_set, self.dist, self.device, self.progress)
+        # 4. The prompt, its optimiser and the fp16 grad scaler
+        self.prompt = initial_prompt(config, components, train_set.categories, dino).to(self.device)
         self.optimizer = torch.optim.Adam(self.prompt.param_groups(config.lr, config.network_lr))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
-        self.noise_generator = torch.Generator().manual_seed(derive_seed(config.seed, "train-noise"))
-        # 5. Where the run stands: fresh, or resumed from the saved state
+        # 5. Where the run stands: fresh, or resumed from the saved state (read by rank 0, sent to all)
         self.step, self.best_score, self.best_step = 0, -1.0, -1
         self.validations: list[dict] = []
         self._saved_step = -1
         self._updating = False
+        self._stop_requested = self._stop_agreed = False
         self.resumed = self._maybe_resume()
-
-    def _frozen_extractor(self) -> SDFeatureExtractor:
-        parts = self.components
-        for module in (parts.unet, parts.vae, parts.text_encoder):
-            module.requires_grad_(False).eval().to(self.device)
-        if self.config.gradient_checkpointing:
-            parts.unet.enable_gradient_checkpointing()
-        return SDFeatureExtractor(parts.vae, parts.unet, parts.scheduler, self.config.timestep)
-
-    def _dino_token_cache(self) -> DinoTokenCache | None:
-        if self.config.prompt is not PromptKind.CPM:
-            return None
-        model, processor = self.dino  # type: ignore[misc]
-        model.to(self.device).eval().requires_grad_(False)
-        return DinoTokenCache(model, processor, self.config.dino or DEFAULT_DINO_MODEL, self.config.dino_cache or None)
-
-    def _initial_prompt(self) -> TrainablePrompt:
-        cfg, text_encoder = self.config, self.components.text_encoder
-        cpm_config = None
-        if cfg.prompt is PromptKind.CPM:
-            cpm_config = CPMConfig(
-                dino_dim=int(self.dino[0].config.hidden_size),  # type: ignore[index]
-                text_dim=int(text_encoder.config.hidden_size),
-                global_length=cfg.cpm_global,
-                cond_length=cfg.cpm_cond,
-            )
-        prompt = build_trainable_prompt(
-            cfg.prompt,
-            self.components.tokenizer,
-            text_encoder,
-            seed=derive_seed(cfg.seed, "prompt-init"),
-            categories=self.train_set.categories,
-            cpm_config=cpm_config,
-        )
-        return prompt.to(self.device)
 
     # ------------------------------------------------------------------ state
 
@@ -184,15 +160,16 @@ class Trainer:
         return self.output_dir / STATE_FILE
 
     def _maybe_resume(self) -> bool:
-        if not self.state_path.is_file():
+        read = lambda: load_state(self.state_path) if self.state_path.is_file() else None  # noqa: E731
+        state = self.dist.broadcast_from_main(read, "reading the training state")
+        if state is None:
             return False
-        state = load_state(self.state_path)
+        check_state(state, self.state_path, self.prompt, self.optimizer)  # damaged files stop here, clearly
         check_resumable(state["config"], self.config, self.state_path)
         self.prompt.load_state_dict(state["prompt"])
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.noise_generator.set_state(state["noise_rng"])
         self.step = int(state["step"])
         self.best_score = float(state["best_score"])
         self.best_step = int(state["best_step"])
@@ -210,22 +187,23 @@ class Trainer:
         }
 
     def save_state(self) -> None:
-        """Write ``state.pt`` and ``last.safetensors`` for the current step."""
-        save_state(
-            self.state_path,
-            {
-                "step": self.step,
-                "prompt": {k: v.detach().cpu() for k, v in self.prompt.state_dict().items()},
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-                "noise_rng": self.noise_generator.get_state(),
-                "best_score": self.best_score,
-                "best_step": self.best_step,
-                "validations": self.validations,
-                "config": self.config.to_dict(),
-            },
-        )
-        save_prompt(self.output_dir / LAST_PROMPT, self.prompt.to_weights(), **self._prompt_metadata())
+        """Write ``state.pt`` and ``last.safetensors`` for the current step (rank 0; the processes
+        hold the same state)."""
+        if self.dist.is_main:
+            save_state(
+                self.state_path,
+                {
+                    "step": self.step,
+                    "prompt": {k: v.detach().cpu() for k, v in self.prompt.state_dict().items()},
+                    "optimizer": self.optimizer.state_dict(),
+                    "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                    "best_score": self.best_score,
+                    "best_step": self.best_step,
+                    "validations": self.validations,
+                    "config": self.config.to_dict(),
+                },
+            )
+            save_prompt(self.output_dir / LAST_PROMPT, self.prompt.to_weights(), **self._prompt_metadata())
         self._saved_step = self.step
 
     # ------------------------------------------------------------------ one step
@@ -238,35 +216,59 @@ class Trainer:
     def _dino_tokens(self, batch: TrainBatch) -> tuple[Tensor | None, Tensor | None]:
         if self.dino_cache is None:
             return None, None
-        tokens = self.dino_cache.get(batch.dino_keys, batch.images).to(self.device)  # (2P, 256, D)
+        tokens = self.dino_cache.get(batch.dino_keys).to(self.device)  # (2P, 256, D)
         return tokens[0::2], tokens[1::2]
 
+    def request_stop(self) -> None:
+        """Stop after the current step (every process after the same one), saving the state; safe
+        to call from a signal handler."""
+        self._stop_requested = True
+
     def train_step(self, batch: TrainBatch) -> float:
-        """One optimiser step on ``batch``; returns the batch loss (mean over its pairs)."""
-        p = len(batch)
-        # 1. Draw every pair's noise, source then target, whatever the micro-batch split
-        noises = [n for _ in range(p) for n in draw_pair_noise(self.noise_generator, self.config.ensemble, self.latent_shape)]
-        images = ImageBatch.from_pixels(batch.pixels, noises, [c for c in batch.categories for _ in (0, 1)])
-        dino = self._dino_tokens(batch)
-        # 2. Accumulate the gradient of the mean loss over the step's micro-batches
+        """One optimiser step; ``batch`` is this process's share of the step's pairs (all of them
+        with one process). Returns the step's loss (mean over all its pairs) on every process."""
+        # 1. Accumulate this process's share of the gradient of the step's mean loss
         self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        micro = self.config.micro_batch
-        for start in range(0, p, micro):
-            pairs = list(range(start, min(start + micro, p)))
-            total += self._accumulate(batch, images, dino, pairs, p)
+        share, failure = 0.0, None
+        try:
+            share = self._accumulate_share(batch)
+        except Exception as err:  # with other processes: tell them in the sum below, then raise
+            if not self.dist.active:
+                raise
+            failure = err
+        # 2. Sum the shares over the processes; agree on failures and stop requests
+        outcome = reduce_step(list(self.prompt.parameters()), share, self._stop_requested, failure is not None,
+                              self.dist, self.device)  # fmt: skip
+        if failure is not None:
+            raise failure
+        if outcome.failed:
+            raise DistributedError(f"another process failed in step {self.step + 1} (see its message); every process stops")
+        self._stop_agreed = outcome.stop
         # 3. One Adam step (the fp16 grad scaler skips steps with non-finite gradients)
         self._updating = True
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
         self._updating = False
+        return outcome.loss
+
+    def _accumulate_share(self, batch: TrainBatch) -> float:
+        """Forward and backward of ``batch`` in micro-batches; its summed pair losses / the step's pair count."""
+        if not len(batch):
+            return 0.0
+        cfg = self.config
+        noises = [noise for position in batch.positions
+                  for noise in draw_pair_noise(pair_generator(cfg.seed, self.step, position), cfg.ensemble, self.latent_shape)]  # fmt: skip
+        images = ImageBatch.from_pixels(batch.pixels, noises, [c for c in batch.categories for _ in (0, 1)])
+        dino = self._dino_tokens(batch)
+        total = 0.0
+        for start in range(0, len(batch), cfg.micro_batch):
+            pairs = list(range(start, min(start + cfg.micro_batch, len(batch))))
+            total += self._accumulate(batch, images, dino, pairs)
         return total
 
-    def _accumulate(
-        self, batch: TrainBatch, images: ImageBatch, dino: tuple[Tensor | None, Tensor | None], pairs: list[int], p: int
-    ) -> float:
-        """Forward and backward of one micro-batch of ``pairs``; its summed pair losses / ``p``."""
+    def _accumulate(self, batch: TrainBatch, images: ImageBatch, dino: tuple[Tensor | None, Tensor | None], pairs: list[int]) -> float:
+        """Forward and backward of one micro-batch of ``pairs``; its summed pair losses / the step's pair count."""
         micro = images.select([2 * i + j for i in pairs for j in (0, 1)]).to(self.device, non_blocking=True)
         dino0, dino1 = (None if t is None else t[pairs] for t in dino)
         with self._autocast():
@@ -277,7 +279,7 @@ class Trainer:
         if feats.shape[-2:] != grid_hw:
             raise ConfigError(f"feature grid {tuple(feats.shape[-2:])} differs from the expected {grid_hw}")
         losses = [self._pair_loss(feats[2 * k], feats[2 * k + 1], batch, i, grid_hw) for k, i in enumerate(pairs)]
-        loss = torch.stack(losses).sum() / p  # the gradient of the step is the mean over all p pairs
+        loss = torch.stack(losses).sum() / batch.step_pairs  # summed over processes: the mean over the step
         self.scaler.scale(loss).backward()
         return float(loss.detach())
 
@@ -305,16 +307,21 @@ class Trainer:
             max_pairs=self.config.val_max_pairs or None,
             progress=False,
             autocast_dtype=self.amp_dtype,
+            workers=self.config.num_workers,
+            distributed=self.dist,  # the val images are shared out; every process gets the score
         )
         score = result.summary.overall[self.config.val_alpha]
         self.validations = [v for v in self.validations if v["step"] != self.step]
         self.validations.append({"step": self.step, "score": score, "seconds": result.seconds})
-        if score > self.best_score:
+        improved = score > self.best_score
+        if improved:
             self.best_score, self.best_step = score, self.step
-            metadata = {**self._prompt_metadata(), "val_nn_pck": f"{score:.6f}", "val_split": self.val_set.split}
-            save_prompt(self.output_dir / BEST_PROMPT, self.prompt.to_weights(), **metadata)
-        history = {"best_step": self.best_step, "best_score": self.best_score, "history": self.validations}
-        write_json(self.output_dir / "validation.json", history)
+        if self.dist.is_main:
+            if improved:
+                metadata = {**self._prompt_metadata(), "val_nn_pck": f"{score:.6f}", "val_split": self.val_set.split}
+                save_prompt(self.output_dir / BEST_PROMPT, self.prompt.to_weights(), **metadata)
+            history = {"best_step": self.best_step, "best_score": self.best_score, "history": self.validations}
+            write_json(self.output_dir / "validation.json", history)
         return score
 
     # ------------------------------------------------------------------ loop
@@ -325,10 +332,10 @@ class Trainer:
         Args:
             on_step: called as ``on_step(step, loss)`` after every optimiser step.
         """
-        # 1. Record the settings and open the logs
+        # 1. Record the settings and open the logs (rank 0)
         cfg = self.config
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        if self.dist.is_main:
+            write_json(self.output_dir / "config.json", cfg.to_dict())  # atomic, like every file the run writes
         total = cfg.total_steps(len(self.train_set))
         writer = open_tensorboard(self.output_dir, self.step) if self.tensorboard else None
         bar = tqdm(total=total, initial=self.step, unit="step", disable=not self.progress, dynamic_ncols=True)
@@ -349,13 +356,14 @@ class Trainer:
         # 3. Save the final state and report
         if self.step != self._saved_step:
             self.save_state()
-        return self._result(total, losses)
+        return self._result(total, losses, stopped=self._stop_agreed and self.step < total)
 
     def _loop(self, total: int, writer: Any, bar: tqdm, losses: list, on_step: Callable | None) -> None:
         cfg = self.config
         val_every = cfg.val_every or cfg.steps_per_epoch(len(self.train_set))
         last_time = time.perf_counter()
-        loader = step_loader(self.train_set, cfg, self.step, total, self.dino_cache is not None, self.device.type == "cuda")
+        loader = step_loader(self.train_set, cfg, self.step, total, self.device.type == "cuda", self.dist.rank,
+                             self.dist.world_size)  # fmt: skip
         for batch in loader:
             loss = self.train_step(batch)
             losses.append((self.step, loss))
@@ -367,6 +375,8 @@ class Trainer:
             bar.set_postfix(loss=f"{loss:.4f}", best=f"{self.best_score:.3f}" if self.best_step >= 0 else "-")
             if on_step is not None:
                 on_step(self.step, loss)
+            if self._stop_agreed:  # every process stops after this step; run() saves it
+                return
             validated = self.val_set is not None and (self.step % val_every == 0 or self.step == total)
             if validated:
                 score = self.validate()
@@ -375,7 +385,7 @@ class Trainer:
             if validated or self.step % cfg.checkpoint_every == 0 or self.step == total:
                 self.save_state()
 
-    def _result(self, total: int, losses: list[tuple[int, float]]) -> TrainResult:
+    def _result(self, total: int, losses: list[tuple[int, float]], stopped: bool) -> TrainResult:
         best = self.output_dir / BEST_PROMPT
         return TrainResult(
             step=self.step,
@@ -386,4 +396,5 @@ class Trainer:
             best_step=self.best_step,
             last_prompt=self.output_dir / LAST_PROMPT,
             best_prompt=best if best.is_file() else None,
+            stopped=stopped,
         )

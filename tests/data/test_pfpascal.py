@@ -109,3 +109,33 @@ class TestPFPascal:
         (root / "trn_pairs.csv").write_text("source_image,target_image,class\n")
         with pytest.raises(DatasetError, match=r"trn_pairs.csv: missing column\(s\) flip"):
             PFPascalDataset(root, "trn")
+
+
+@pytest.mark.parametrize(
+    "variables, message",
+    [
+        ({"kps": np.array([["a", "b"]]), "bbox": np.array([[1.0, 2.0, 30.0, 40.0]])}, r"'kps' must be a rectangular list of numbers"),
+        ({"kps": np.zeros((3, 2)), "bbox": np.array([[50.0, 2.0, 30.0, 40.0]])}, r"'bbox' \[50\.0, 2\.0, 30\.0, 40\.0\] is degenerate \(needs x2 > x1 and y2 > y1\)"),
+        ({"kps": np.zeros((3, 2)), "bbox": np.array([[1.0, 2.0, 30.0, np.inf]])}, r"'bbox' must be \[x1, y1, x2, y2\] of finite numbers"),
+        ({"kps": np.full((3, 2), np.inf), "bbox": np.array([[1.0, 2.0, 30.0, 40.0]])}, r"'kps' must be N x 2 finite numbers \(NaN where invisible\)"),
+        ({"kps": np.zeros((3, 2)), "bbox": np.zeros((0, 4))}, r"'bbox' must have rows of x1, y1, x2, y2"),
+    ],
+    ids=["string-kps", "degenerate-box", "infinite-box", "infinite-kps", "no-box-row"],
+)
+def test_non_numeric_and_degenerate_annotations(variables, message, pfpascal_root, tmp_path):
+    root = tmp_path / "pf-pascal"
+    shutil.copytree(pfpascal_root, root)
+    row = _pascal_row(root, "test", 0)
+    cls, _ = _pascal_raw(root, row)
+    mat = root / "PF-dataset-PASCAL/Annotations" / cls / row["source_image"].split("/")[-1].replace(".jpg", ".mat")
+    scipy.io.savemat(str(mat), variables)
+    with pytest.raises(DatasetError, match=f"{mat.name}: {message}"):
+        PFPascalDataset(root, "test")
+
+
+def test_a_binary_pair_list(pfpascal_root, tmp_path):
+    root = tmp_path / "pf-pascal"
+    shutil.copytree(pfpascal_root, root)
+    (root / "test_pairs.csv").write_bytes(b"source_image,target_image,class\n\xff\xfe,\xfa,1\n")
+    with pytest.raises(DatasetError, match=r"test_pairs.csv: not a readable pair list .*restore the file"):
+        PFPascalDataset(root, "test")

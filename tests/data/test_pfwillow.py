@@ -63,3 +63,29 @@ class TestPFWillow:
         (bad / "test_pairs.csv").write_text("\n".join([lines[0], ",".join(fields)]) + "\n")
         with pytest.raises(DatasetError, match="test_pairs.csv:2: keypoint coordinates must be numbers"):
             PFWillowDataset(bad)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda f: f.__setitem__(slice(22, 42), ["10"] * 20), r"test_pairs.csv:2: the imageB keypoints all coincide \(zero PCK threshold\); fix or remove the row"),
+        (lambda f: f.__setitem__(7, "nan"), r"test_pairs.csv:2: imageA keypoints contains NaN or infinite coordinates; fix or remove"),
+        (lambda f: f.__setitem__(30, "inf"), r"imageB keypoints contains NaN or infinite"),
+    ],
+    ids=["coincident-targets", "nan", "inf"],
+)
+def test_degenerate_rows(change, message, pfwillow_root, tmp_path):
+    bad = tmp_path / "pf-willow"
+    bad.mkdir()
+    lines = (pfwillow_root / "test_pairs_DERIVED.csv").read_text().splitlines()
+    fields = lines[1].split(",")
+    change(fields)
+    (bad / "test_pairs.csv").write_text("\n".join([lines[0], ",".join(fields)]) + "\n")
+    with pytest.raises(DatasetError, match=message):
+        PFWillowDataset(bad)
+
+
+def test_a_binary_pair_list(tmp_path):
+    (tmp_path / "test_pairs.csv").write_bytes(b"imageA,imageB\n\xff\xfe\xfa\n")
+    with pytest.raises(DatasetError, match=r"test_pairs.csv: not a readable pair list .*restore the file"):
+        PFWillowDataset(tmp_path)

@@ -100,3 +100,44 @@ def test_load_dataset_by_name(spair_root):
         load_dataset("coco", spair_root)
     with pytest.raises(DatasetError, match="unknown split 'train'"):
         load_dataset("spair", spair_root, "train")
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda a: a.update(src_kps=[["12", 30]] * 7), r"src_kps must be a rectangular list of numbers \(got .*fix or remove this annotation"),
+        (lambda a: a.update(trg_kps=[[1, 2], [3]] * 3 + [[4, 5]]), r"trg_kps must be a rectangular list of numbers"),
+        (lambda a: a.update(src_kps=[[True, 1]] * 7), r"src_kps must be a rectangular list of numbers"),
+        (lambda a: a.update(src_kps=[[None, 1]] * 7), r"src_kps must be a rectangular list of numbers"),
+        (lambda a: a.update(trg_bndbox={"x1": 1}), r"trg_bndbox must be a rectangular list of numbers"),
+        (lambda a: a.update(trg_bndbox=["a", "b", "c", "d"]), r"trg_bndbox must be a rectangular list of numbers"),
+        (lambda a: a.update(trg_bndbox=[300, 10, 100, 200]), r"trg_bndbox \[300\.0, 10\.0, 100\.0, 200\.0\] is degenerate \(needs x2 > x1 and y2 > y1\); fix the box or remove the pair"),
+        (lambda a: a.update(src_bndbox=[10, 10, 10, 50]), r"src_bndbox \[10\.0, 10\.0, 10\.0, 50\.0\] is degenerate"),
+        (lambda a: a.update(trg_bndbox=[10, 60, 100, 50]), r"trg_bndbox .* is degenerate"),
+    ],
+    ids=["string-coordinate", "ragged", "bool", "null", "box-object", "box-strings", "box-x2-below-x1", "box-zero-width", "box-y2-below-y1"],
+)
+def test_non_numeric_ragged_and_degenerate_annotations(edit, message, trees, spair_root, tmp_path):
+    root = trees.copy_spair_tree(spair_root, tmp_path)
+    path = root / "PairAnnotation/test/000167-2008_007604-2009_001056:aeroplane.json"
+    ann = json.loads(path.read_text())
+    edit(ann)
+    path.write_text(json.dumps(ann))
+    with pytest.raises(DatasetError, match=message) as info:
+        SPairDataset(root, "test")
+    assert "000167-2008_007604-2009_001056:aeroplane.json" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"\xff\xfe\x00 not text", r"test\.txt: not a text file .*restore the SPair-71k pair list"), (None, r"expected a JSON object")],
+    ids=["binary-layout", "json-list"],
+)
+def test_unreadable_files(content, message, trees, spair_root, tmp_path):
+    root = trees.copy_spair_tree(spair_root, tmp_path)
+    if content is None:
+        (root / "PairAnnotation/test/000167-2008_007604-2009_001056:aeroplane.json").write_text("[1, 2]")
+    else:
+        (root / "Layout/large/test.txt").write_bytes(content)
+    with pytest.raises(DatasetError, match=message):
+        SPairDataset(root, "test")

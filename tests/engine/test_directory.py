@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from sd4match_sdk import Matcher
 from sd4match_sdk._version import __version__
 from sd4match_sdk.errors import EngineError
 from sd4match_sdk.engine.directory import (
     check_sdk_compatible,
+    file_sha256,
     parse_version,
     read_manifest,
     verify_files,
@@ -205,3 +209,98 @@ class TestSdkVersionRules:
         assert parse_version("2.0.0rc1") == (2, 0, 0)
         with pytest.raises(EngineError):
             parse_version("unknown")
+
+
+def _features(engine: Path):
+    from sd4match_sdk.demo import demo_images
+
+    return Matcher.from_pretrained(str(engine)).features(demo_images()[0], seed=0).features
+
+
+class TestSymlinkPolicy:
+    """docs/design.md §13.15: links may stay inside the engine, or point into a hub cache's blobs/."""
+
+    def test_a_link_to_a_file_outside_is_refused(self, engine_single, copy_engine, tmp_path):
+        engine = copy_engine(engine_single)
+        outside = tmp_path / "elsewhere.onnx"
+        (engine / "vae_encoder.onnx").rename(outside)
+        (engine / "vae_encoder.onnx").symlink_to(outside)
+        with pytest.raises(EngineError, match=r"vae_encoder\.onnx' is a symlink to .*elsewhere\.onnx', outside the engine directory.*copy the engine as plain files"):
+            Matcher.from_pretrained(str(engine))
+
+    def test_a_link_to_a_system_file_is_refused_before_it_is_hashed(self, engine_single, copy_engine, monkeypatch):
+        engine = copy_engine(engine_single)
+        (engine / "unet.onnx").unlink()
+        (engine / "unet.onnx").symlink_to("/etc/passwd")
+        hashed, real = [], file_sha256
+        monkeypatch.setattr("sd4match_sdk.engine.directory.file_sha256", lambda path, *a: hashed.append(path) or real(path))
+        with pytest.raises(EngineError, match=r"unet\.onnx' is a symlink to '/etc/passwd', outside the engine directory"):
+            Matcher.from_pretrained(str(engine), engine_runtime="onnxruntime")
+        assert not any("passwd" in str(p) for p in hashed)
+
+    def test_a_folder_that_leaves_the_directory_is_refused(self, engine_cpm, copy_engine, tmp_path):
+        engine = copy_engine(engine_cpm)
+        outside = tmp_path / "processor"
+        (engine / "dino_processor").rename(outside)
+        (engine / "dino_processor").symlink_to(outside, target_is_directory=True)
+        with pytest.raises(EngineError, match=r"lies in a folder that resolves outside the engine directory.*copy the engine as plain files"):
+            Matcher.from_pretrained(str(engine))
+
+    def test_a_folder_where_a_file_belongs_is_refused(self, engine_single, copy_engine):
+        engine = copy_engine(engine_single)
+        (engine / "unet.onnx").unlink()
+        (engine / "unet.onnx").mkdir()
+        with pytest.raises(EngineError, match=r"unet\.onnx' is not a regular file; copy the whole engine directory"):
+            Matcher.from_pretrained(str(engine))
+
+    def test_links_inside_the_directory_are_followed(self, engine_single, copy_engine):
+        engine = copy_engine(engine_single)
+        (engine / "store").mkdir()
+        (engine / "vae_encoder.onnx").rename(engine / "store" / "vae_encoder.onnx")
+        (engine / "vae_encoder.onnx").symlink_to("store/vae_encoder.onnx")
+        assert torch.equal(_features(engine), _features(engine_single))
+
+    def test_a_hub_cache_snapshot_runs(self, engine_class, tmp_path):
+        """The layout huggingface_hub writes: snapshots/<rev>/<file> -> ../../blobs/<sha256>."""
+        repo = tmp_path / "hub" / "models--someone--engine"
+        snapshot, blobs = repo / "snapshots" / "0123abc", repo / "blobs"
+        blobs.mkdir(parents=True)
+        for path in sorted(p for p in engine_class.rglob("*") if p.is_file()):
+            name = path.relative_to(engine_class)
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            shutil.copyfile(path, blobs / digest)
+            link = snapshot / name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(os.path.relpath(blobs / digest, link.parent))
+        assert (snapshot / "unet.onnx.data").is_symlink()
+        from sd4match_sdk.demo import demo_images
+
+        got = Matcher.from_pretrained(str(snapshot)).features(demo_images()[0], category="cat", seed=0).features
+        expected = Matcher.from_pretrained(str(engine_class)).features(demo_images()[0], category="cat", seed=0).features
+        assert torch.equal(got, expected)
+
+
+class TestUnfinishedExport:
+    def test_a_directory_without_its_manifest_holds_no_complete_engine(self, engine_single, copy_engine):
+        engine = copy_engine(engine_single)
+        (engine / "manifest.json").unlink()  # the exporter writes it last: a killed export has none
+        with pytest.raises(EngineError, match=r"holds no complete engine: it has engine files but no manifest\.json .*export it again: sd4match-export --out .* --overwrite"):
+            Matcher.from_pretrained(str(engine))
+        with pytest.raises(EngineError, match=r"holds no complete engine: manifest\.json is missing \(it holds engine files: the export did not finish\); re-export"):
+            read_manifest(engine)
+
+    def test_an_empty_directory_is_not_an_engine(self, tmp_path):
+        with pytest.raises(EngineError, match=r"holds no complete engine: manifest\.json is missing; re-export"):
+            read_manifest(tmp_path)
+
+
+def test_the_manifest_has_normal_permissions(engine_single):
+    import stat
+
+    assert stat.S_IMODE((engine_single / "manifest.json").stat().st_mode) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    previous = os.umask(0)
+    os.umask(previous)
+    return previous

@@ -94,3 +94,41 @@ def test_io_binding_equals_the_numpy_path(engine_cpm):
         for key in expected:
             assert got[key].shape == expected[key].shape and got[key].dtype == expected[key].dtype
             torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
+
+
+class TestExplicitSettings:
+    """An engine's settings are baked in: a different explicit value is refused, not dropped."""
+
+    @pytest.mark.parametrize(
+        "kwargs, message",
+        [
+            ({"ensemble": 8}, r"exported with ensemble=2; ensemble=8 cannot be honoured by it: pass ensemble=None .*--ensemble 8"),
+            ({"timestep": 261}, r"exported with timestep=50; timestep=261 cannot be honoured.*--timestep 261"),
+            ({"image_size": 768}, r"exported with image_size=256; image_size=768 cannot be honoured.*--image-size 768"),
+            ({"dtype": torch.float16}, r"UNet is fp32 \(baked at export\); dtype=torch\.float16 cannot be honoured by it: pass dtype=None.*--dtype"),
+            ({"dino": "facebook/dinov2-base"}, r"dino= applies to the PyTorch path.*pass dino=None"),
+            ({"ensemble": 2.5}, r"ensemble must be an integer \(got 2\.5"),
+            ({"vae_dtype": torch.float16}, r"vae_dtype= applies to the PyTorch path.*pass vae_dtype=None"),
+            ({"compile": True}, r"compile= applies to the PyTorch path.*pass compile=False"),
+        ],
+    )
+    def test_refused(self, engine_single, kwargs, message):
+        from sd4match_sdk import ConfigError
+
+        with pytest.raises(ConfigError, match=message):
+            Matcher.from_pretrained(str(engine_single), **kwargs)
+
+    def test_the_engines_own_values_are_accepted(self, engine_single, engine_fp16):
+        matcher = Matcher.from_pretrained(str(engine_single), ensemble=2, timestep=50, image_size=256, dtype=torch.float32)
+        assert (matcher.feature_config.ensemble, matcher.feature_config.image_size) == (2, 256)
+        assert Matcher.from_pretrained(str(engine_fp16), dtype=torch.float16).backend.manifest.precision == "fp16"
+
+    def test_the_cli_refuses_them_too(self, engine_single, capsys):
+        from sd4match_sdk.cli import main
+        from sd4match_sdk.demo import demo_images
+
+        a, b = demo_images()
+        assert main(["match", str(a), str(b), "--points", "10,10", "--model", str(engine_single), "--ensemble", "8"]) == 2
+        err = capsys.readouterr().err
+        assert "ensemble=8 cannot be honoured" in err and "Traceback" not in err
+        assert main(["match", str(a), str(b), "--points", "10,10", "--model", str(engine_single), "--seed", "0"]) == 0

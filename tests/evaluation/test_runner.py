@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,12 +12,13 @@ import torch
 from sd4match_sdk.config import FeatureConfig, MatchConfig
 from sd4match_sdk.data import PFWillowDataset, SPairDataset
 from sd4match_sdk.evaluation import evaluate
+from sd4match_sdk.evaluation.runner import visiting_order
 from sd4match_sdk.prompts import PromptKind
 
 
 @dataclass
 class _Features:
-    features: object
+    features: torch.Tensor
     size: tuple[int, int]
     category: str | None = None
 
@@ -24,6 +26,19 @@ class _Features:
 @dataclass
 class _Result:
     points: np.ndarray
+
+
+class _PairBackend:
+    """Counts the pair batches a CPM evaluation runs (one zero feature cell per image)."""
+
+    name = "mirror"
+
+    def __init__(self) -> None:
+        self.pair_batches: list[int] = []
+
+    def extract_pairs(self, sources, targets, categories, noises):
+        self.pair_batches.append(len(sources))
+        return torch.zeros(2 * len(sources), 1, 1, 1)
 
 
 class MirrorMatcher:
@@ -35,22 +50,19 @@ class MirrorMatcher:
         self.feature_config = FeatureConfig(image_size=768, timestep=50, ensemble=8)
         self.match_config = MatchConfig()
         self.device = torch.device("cpu")
+        self.backend = _PairBackend()
         self.feature_calls: list[tuple] = []
-        self.pair_calls = 0
 
-    def features(self, image, category=None, generator=None):
-        self.feature_calls.append((image.shape, category))
-        return _Features(None, (image.shape[1], image.shape[0]), category)
+    def features_batch(self, images, categories=None, seed=None, generators=None):
+        self.feature_calls += [(image.shape, category) for image, category in zip(images, categories)]
+        return [_Features(torch.zeros(1, 1, 1, 1), (image.shape[1], image.shape[0]), c) for image, c in zip(images, categories)]
+
+    def draw_pair_noise(self, seed=None, generator=None):
+        return None, None
 
     def match_features(self, source, target, points):
         scale = np.array(target.size, np.float64) / np.array(source.size, np.float64)
         return _Result(np.asarray(points, np.float64) * scale)
-
-    def match(self, image0, image1, points, category=None, seed=None, generator=None):
-        self.pair_calls += 1
-        f0 = _Features(None, (image0.shape[1], image0.shape[0]))
-        f1 = _Features(None, (image1.shape[1], image1.shape[0]))
-        return self.match_features(f0, f1, points)
 
 
 def expected_pck(dataset, alpha: float) -> tuple[float, dict[str, float]]:
@@ -79,19 +91,33 @@ def test_runner_known_answer_and_features_once_per_image(spair_root):
 def test_runner_reuses_an_image_across_pairs(pfwillow_root):
     dataset = PFWillowDataset(pfwillow_root, pair_list="test_pairs_DERIVED.csv")
     matcher = MirrorMatcher()
-    result = evaluate(matcher, dataset, alphas=(0.1,), max_pairs=30, progress=False)
-    images = {str(p) for r in dataset.records[:30] for p in (r.source_path, r.target_path)}
-    assert len(matcher.feature_calls) == len(images) < 60
-    assert result.summary.num_pairs == 30
-    overall, _ = expected_pck([dataset[i] for i in range(30)], 0.1)
+    result = evaluate(matcher, dataset, alphas=(0.1,), max_pairs=60, progress=False)
+    chosen = visiting_order(dataset, 60)
+    images = {str(p) for i in chosen for p in (dataset.records[i].source_path, dataset.records[i].target_path)}
+    assert len(matcher.feature_calls) == len(images) < 120
+    assert result.summary.num_pairs == 60
+    overall, _ = expected_pck([dataset[i] for i in chosen], 0.1)
     assert result.summary.overall[0.1] == pytest.approx(overall, abs=1e-12)
+
+
+def test_max_pairs_spreads_over_the_categories(pfwillow_root):
+    dataset = PFWillowDataset(pfwillow_root, pair_list="test_pairs_DERIVED.csv")
+    assert {dataset.records[i].category for i in range(12)} == {"car(G)"}  # the list's first rows: one category
+    chosen = visiting_order(dataset, 12)
+    counts = Counter(dataset.records[i].category for i in chosen)
+    assert len(counts) == 10 and sorted(counts.values()) == [1] * 8 + [2] * 2
+    first = {c: min(i for i, r in enumerate(dataset.records) if r.category == c) for c in counts}
+    assert all(first[dataset.records[i].category] == i for i in chosen if counts[dataset.records[i].category] == 1)
+    assert chosen == visiting_order(dataset, 12)  # deterministic
+    assert [dataset.records[i].category for i in chosen] == sorted(dataset.records[i].category for i in chosen)
+    assert visiting_order(dataset, 5000) == visiting_order(dataset)  # more than there are: all of them
 
 
 def test_runner_cpm_runs_per_pair(spair_root):
     dataset = SPairDataset(spair_root, "test")
     matcher = MirrorMatcher(PromptKind.CPM)
     result = evaluate(matcher, dataset, alphas=(0.1,), progress=False)
-    assert matcher.pair_calls == 4 and not matcher.feature_calls
+    assert matcher.backend.pair_batches == [1, 1, 1, 1] and not matcher.feature_calls
     assert result.summary.overall[0.1] == pytest.approx(expected_pck(dataset, 0.1)[0], abs=1e-12)
 
 
@@ -108,3 +134,42 @@ def test_evaluation_with_a_seed_is_reproducible_wherever_the_data_lives(tiny_sd,
     features = [matcher.features(SPairDataset(root, "test", frame=256)[0].source_image, generator=g).features
                 for root, g in ((spair_root, None), (moved, None))]  # fmt: skip
     assert not torch.equal(*features)  # without a seed the noise differs: the seed above did the work
+
+
+def test_batched_images_give_the_matches_of_one_at_a_time(matcher256, pfwillow_root, monkeypatch):
+    dataset = PFWillowDataset(pfwillow_root, pair_list="test_pairs_DERIVED.csv", frame=256)
+    dataset.records = dataset.records[:10]  # one category, whose pairs share images
+    single = evaluate(matcher256, dataset, alphas=(0.1, 0.5), seed=4, max_pairs=10, progress=False)
+    batches = []
+    extract = matcher256.backend.extract_images
+    monkeypatch.setattr(matcher256.backend, "extract_images", lambda images, *a: batches.append(len(images)) or extract(images, *a))
+    batched = evaluate(matcher256, dataset, alphas=(0.1, 0.5), seed=4, max_pairs=10, progress=False, batch_size=4, workers=1)
+    images = {str(p) for r in dataset.records[:10] for p in (r.source_path, r.target_path)}
+    assert max(batches) == 4 and sum(batches) == len(images) < 20  # batches of 4, each unique image once
+    assert [p["pck"] for p in batched.pairs] == [p["pck"] for p in single.pairs]
+    assert batched.summary.overall == single.summary.overall
+    for a, b in zip(single.pairs, batched.pairs):  # a batched UNet rounds differently: ~1e-4 px here
+        np.testing.assert_allclose(a["pred_kps"], b["pred_kps"], atol=1e-2)
+
+
+def test_cpm_computes_each_image_tokens_once_and_equals_match(tiny_sd, tiny_dino, cpm_prompt_file, pfwillow_root, monkeypatch):
+    from sd4match_sdk import Matcher
+    from sd4match_sdk.evaluation.cache import seeded_generator
+    from sd4match_sdk.ops.geometry import frame_to_pixels, pixels_to_frame
+
+    matcher = Matcher.from_pretrained(str(tiny_sd), prompt=str(cpm_prompt_file), dino=str(tiny_dino), image_size=256, ensemble=1)
+    dataset = PFWillowDataset(pfwillow_root, pair_list="test_pairs_DERIVED.csv", frame=256)
+    dataset.records = dataset.records[:6]  # one category, whose pairs share images
+    calls = []
+    tokens = matcher.backend.dino_tokens
+    monkeypatch.setattr(matcher.backend, "dino_tokens", lambda images: calls.append(len(images)) or tokens(images))
+    result = evaluate(matcher, dataset, alphas=(0.1,), seed=2, max_pairs=6, progress=False, batch_size=3)
+    images = {str(p) for r in dataset.records[:6] for p in (r.source_path, r.target_path)}
+    assert calls == [1] * len(images) and len(images) < 12  # one DINOv2 call per image, shared by its pairs
+    for entry in result.pairs[:2]:  # the same matches as one match() per pair with the pair's seed
+        sample = dataset[entry["index"]]
+        query = frame_to_pixels(torch.from_numpy(sample.source_kps).float(), sample.source_size, 256)
+        generator = seeded_generator(2, "pair", sample.record.name, sample.index)
+        alone = matcher.match(sample.source_image, sample.target_image, query, generator=generator)
+        expected = pixels_to_frame(torch.from_numpy(alone.points).double(), sample.target_size, 256).numpy()
+        np.testing.assert_allclose(entry["pred_kps"], expected, atol=1e-2)

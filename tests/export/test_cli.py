@@ -58,3 +58,39 @@ def test_parser_choices():
     assert parser.parse_args(["--out", "d", "--engine", "trt", "--dtype", "fp32"]).dtype == "fp32"
     with pytest.raises(SystemExit):
         parser.parse_args(["--out", "d", "--engine", "openvino"])
+
+
+class TestOverwrite:
+    """--overwrite replaces only a directory that holds an engine (docs/design.md §13.15)."""
+
+    def _export(self, model, out, *extra):
+        return main(["--model", str(model), "--out", str(out), "--image-size", "128", "--ensemble", "1", "--quiet", *extra])
+
+    def test_a_directory_of_other_files_is_never_deleted(self, export_tiny_sd, tmp_path, capsys):
+        out = tmp_path / "photos"
+        out.mkdir()
+        (out / "holiday.jpg").write_bytes(b"precious")
+        assert self._export(export_tiny_sd, out, "--overwrite") == 2
+        err = capsys.readouterr().err
+        assert "does not hold only an engine (holiday.jpg); --overwrite replaces engine directories only" in err
+        assert (out / "holiday.jpg").read_bytes() == b"precious"
+
+    def test_an_engine_with_foreign_files_is_refused_untouched(self, engine_single, copy_engine, export_tiny_sd, capsys):
+        engine = copy_engine(engine_single)
+        (engine / "notes.txt").write_text("mine")
+        before = sorted(p.name for p in engine.iterdir())
+        assert self._export(export_tiny_sd, engine, "--overwrite") == 2
+        assert "does not hold only an engine (notes.txt)" in capsys.readouterr().err
+        assert sorted(p.name for p in engine.iterdir()) == before
+
+    @pytest.mark.parametrize("where", ["{file}/engine", "{file}"], ids=["below-a-file", "is-a-file"])
+    def test_out_that_cannot_be_a_directory(self, where, export_tiny_sd, tmp_path, capsys):
+        (tmp_path / "taken").write_text("a regular file")
+        assert self._export(export_tiny_sd, where.format(file=tmp_path / "taken")) == 2
+        err = capsys.readouterr().err
+        assert "is a file, not a folder; choose another directory" in err and "Traceback" not in err
+
+    def test_overwriting_a_killed_export_hashes_only_what_the_export_wrote(self, engine_euler):
+        data = json.loads((engine_euler / "manifest.json").read_text())  # the fixture overwrote a killed export
+        assert sorted(data["files"]) == ["unet.onnx", "vae_encoder.onnx"] and data["image_size"] == 128
+        assert (engine_euler / "timing.cache").is_file()  # kept, and not listed

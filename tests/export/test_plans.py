@@ -148,6 +148,8 @@ def tensorrt_machine(monkeypatch):
     nothing here builds or runs a plan)."""
     monkeypatch.setattr("sd4match_sdk.engine.tensorrt.import_tensorrt", lambda: types.SimpleNamespace(__version__="10.99.0"))
     monkeypatch.setattr("sd4match_sdk.engine.tensorrt.cuda_compute_capability", lambda device=None: ("8.9", "Fake GPU"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # device="cuda" is checked before the engine opens
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
 
 
 class TestOpeningPlans:

@@ -206,3 +206,18 @@ class TestText768:
         # tokens take 9 chunks each (+16 softmaxes), the 2 over 48*48 = 2304 tokens take 3 (+4);
         # cross-attention (77 keys) is not chunked.
         assert (softmaxes(engine_single), softmaxes(engine_text768)) == (20, 40)
+
+
+def test_an_engine_from_an_euler_scheduler_directory_agrees_with_the_torch_path(engine_euler, euler_model, export_tiny_sd, images):
+    """docs/design.md §3.7: whatever class scheduler/ names, both paths noise with the forward process."""
+    from sd4match_sdk.config import FeatureConfig
+
+    feature = FeatureConfig(image_size=128, timestep=50, ensemble=1)
+    a, b = images
+    engine = Matcher.from_pretrained(str(engine_euler))
+    torch_euler, torch_ddim = _torch_matcher(euler_model, None, feature), _torch_matcher(export_tiny_sd, None, feature)
+    expected = torch_euler.features(a, seed=1).features
+    assert torch.equal(expected, torch_ddim.features(a, seed=1).features)
+    torch.testing.assert_close(engine.features(a, seed=1).features, expected, atol=FEATURE_ATOL, rtol=0)
+    got, want = engine.match(a, b, POINTS, seed=1).points, torch_euler.match(a, b, POINTS, seed=1).points
+    np.testing.assert_allclose(got, want, atol=MATCH_ATOL_PX, rtol=0)

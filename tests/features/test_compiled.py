@@ -1,4 +1,4 @@
-"""The compiled path equals the eager reference, for every prompt kind (docs/design.md §13.16).
+"""The compiled path equals the eager reference, for every prompt kind (docs/design.md §13.21).
 
 One compiled shape serves every test: ``memory_budget=1`` puts one pair (two images) in each
 device batch, so ``match`` and ``match_batch`` run the same graphs, and every prompt kind reaches

@@ -1,4 +1,4 @@
-"""The CUDA-only paths: float16 VAE default, float32 parity, CUDA graphs, pinned copies (docs/design.md §13.15-13.17).
+"""The CUDA-only paths: float16 VAE default, float32 parity, CUDA graphs, pinned copies (docs/design.md §13.20-13.22).
 
 Skipped without a CUDA device; ``benchmarks/gpu_session.sh`` runs them on the GPU machine
 (``python -m pytest -m gpu tests/features/test_cuda.py``).

@@ -1,4 +1,4 @@
-"""Batches under a memory budget and host work overlapped with device work (docs/design.md §13.17)."""
+"""Batches under a memory budget and host work overlapped with device work (docs/design.md §13.22)."""
 
 from __future__ import annotations
 

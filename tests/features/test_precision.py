@@ -1,4 +1,4 @@
-"""Precision policy: device defaults, and float32 exactness on CUDA without per-call flag flips (docs/design.md §13.15)."""
+"""Precision policy: device defaults, and float32 exactness on CUDA without per-call flag flips (docs/design.md §13.20)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,9 @@ CPU tensors and returns CPU tensors.
 
 The compiled CPU module must be built (``pip install -e .`` or ``python setup.py build_ext
 --inplace``): its tests fail when it is missing, unless ``SD4MATCH_KERNELS=0`` says the build
-was skipped on purpose. CUDA runners skip without a device or without the built module.
+was skipped on purpose. CUDA runners skip without a device or without the built module. The
+emulated CUDA module is built here, at test time, from the same CMake description as the others
+(kernels/CMakeLists.txt, target ``_kernels_cuda_emu``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from ksa_cases import call_module
 
 ROOT = Path(__file__).resolve().parents[2]
 KERNELS = ROOT / "kernels"
+EMU_BUILD = ROOT / "build" / "kernels-emu"
 
 
 def _import(name: str):
@@ -56,44 +58,55 @@ def cuda_module():
     return module
 
 
-def build_emulated_cuda_module(out_dir: Path) -> Path:
-    """Compiles ``ksa_cuda.cu`` as plain C++ against ``kernels/emu/cuda_emu.hpp`` into a Python
-    module ``_kernels_cuda_emu``: every block runs as real CPU threads with real barriers."""
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def _check(cmd: list[str], result: subprocess.CompletedProcess) -> None:
+    if result.returncode != 0:
+        output = f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        raise RuntimeError(f"emulated CUDA build failed:\n{' '.join(cmd)}\n{output}")
+
+
+def build_emulated_cuda_module(build_dir: Path = EMU_BUILD) -> Path:
+    """Builds the CMake target ``_kernels_cuda_emu`` (kernels/CMakeLists.txt with
+    SD4MATCH_CUDA_EMULATION=ON): ``ksa_cuda.cu`` compiled as plain C++ against
+    ``kernels/emu/cuda_emu.hpp``, every block run as real CPU threads with real barriers. The build
+    directory is kept (gitignored ``build/``), so a second run only rebuilds what changed. Returns the
+    directory holding the module."""
     import pybind11
 
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if cxx is None:
-        pytest.skip("no C++ compiler for the emulated CUDA build")
-    probe = out_dir / "probe.cpp"
-    probe.write_text("#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n")
-    if subprocess.run([cxx, "-std=c++20", "-pthread", str(probe), "-o", str(out_dir / "probe")], capture_output=True).returncode:
-        pytest.skip(f"{cxx} lacks C++20 <barrier>, which the CUDA emulation needs")
-    suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    target = out_dir / f"_kernels_cuda_emu{suffix}"
-    cmd = [
-        cxx, "-std=c++20", "-O1", "-g0", "-shared", "-fPIC", "-pthread", "-w",
-        "-DSD4M_WITH_CUDA=1", "-DSD4M_CUDA_EMULATION=1", "-DSD4M_PY_MODULE_NAME=_kernels_cuda_emu",
-        f"-I{KERNELS / 'include'}", f"-I{KERNELS / 'src'}", f"-I{KERNELS / 'emu'}",
-        f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}",
-        "-x", "c++", str(KERNELS / "src" / "ksa_cuda.cu"),
-        "-x", "none", str(KERNELS / "python" / "bind_cuda.cpp"), str(KERNELS / "src" / "common.cpp"),
-        "-o", str(target),
+    import sd4match_sdk
+
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.skip("cmake not found: the emulated CUDA module is built with CMake")
+    configure = [
+        cmake, "-S", str(KERNELS), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
+        "-DSD4MATCH_CUDA=OFF", "-DSD4MATCH_KERNELS_TESTS=OFF", "-DSD4MATCH_CUDA_EMULATION=ON",
+        f"-DSD4MATCH_VERSION={sd4match_sdk.__version__}", f"-DPython_EXECUTABLE={sys.executable}",
+        f"-Dpybind11_DIR={pybind11.get_cmake_dir()}", *(["-G", "Ninja"] if shutil.which("ninja") else []),
     ]  # fmt: skip
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"emulated CUDA build failed:\n{' '.join(cmd)}\n{result.stderr[-4000:]}")
-    return target
+    result = _run(configure)
+    if result.returncode != 0 and (build_dir / "CMakeCache.txt").exists():
+        shutil.rmtree(build_dir)  # a cache from another checkout or generator: start over once
+        result = _run(configure)
+    if result.returncode != 0 and "<barrier>" in result.stderr:
+        pytest.skip(f"the CUDA emulation needs C++20 <barrier>: {result.stderr.strip()[-300:]}")
+    _check(configure, result)
+    build = [cmake, "--build", str(build_dir), "--target", "_kernels_cuda_emu", "-j", str(os.cpu_count() or 1)]
+    _check(build, _run(build))
+    return build_dir
 
 
 @pytest.fixture(scope="session")
-def emulated_cuda_module(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("cuda_emu")
-    build_emulated_cuda_module(out_dir)
-    sys.path.insert(0, str(out_dir))
+def emulated_cuda_module():
+    module_dir = build_emulated_cuda_module()
+    sys.path.insert(0, str(module_dir))
     try:
         return importlib.import_module("_kernels_cuda_emu")
     finally:
-        sys.path.remove(str(out_dir))
+        sys.path.remove(str(module_dir))
 
 
 RUNNERS = ["cpu", "cuda", "cuda_emulated"]

@@ -1,4 +1,4 @@
-"""The fast attention equals diffusers' processors (docs/design.md §13.16), without compiling."""
+"""The fast attention equals diffusers' processors (docs/design.md §13.21), without compiling."""
 
 from __future__ import annotations
 

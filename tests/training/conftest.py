@@ -17,3 +17,12 @@ def load_components(tiny_sd: Path):
     from sd4match_sdk.models.loading import load_sd_components
 
     return lambda: load_sd_components(str(tiny_sd))
+
+
+
+@pytest.fixture(scope="session")
+def reference_trajectory(tiny_sd: Path, spair_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The learned prompt after each of 3 steps of one uninterrupted process (``training_runs``)."""
+    import training_runs  # tests/, on pytest's pythonpath
+
+    return training_runs.reference_trajectory(tiny_sd, spair_root, tmp_path_factory.mktemp("reference"))

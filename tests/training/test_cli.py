@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from safetensors import safe_open
+
+import multiprocess  # tests/, on pytest's pythonpath
+import training_runs
 
 from sd4match_sdk import Matcher
 from sd4match_sdk.prompts import PromptKind, load_prompt
@@ -83,6 +90,21 @@ def test_cpm_on_spair(tiny_sd, tiny_dino, spair_root, tmp_path):
     assert matcher.prompt_kind is PromptKind.CPM
 
 
+def test_start_line_says_the_real_step_size_and_workers(tiny_sd, spair_root, tmp_path, capsys):
+    """The SPair fixture has 4 test pairs: a batch of 9 gives steps of 4 (docs/training.md, "Try it")."""
+    out = tmp_path / "single9"
+    code = main(["--config", str(CONFIGS / "single_spair.toml"), "--root", str(spair_root), "--out", str(out),
+                 "--model", str(tiny_sd), "--steps", "1", "--set", "train_split=test", "--set", "val_split=",
+                 "--set", "image_size=256", "--set", "micro_batch_size=4", "--no-progress", "--no-tensorboard"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    from sd4match_sdk.training.data import available_cpus, loader_workers
+
+    workers = loader_workers(-1)
+    assert "(4 pairs), 1 steps of 4 pairs (micro-batch 4)" in printed
+    assert f"{workers} loader workers on {available_cpus()} CPUs" in printed
+
+
 def test_cli_errors(tmp_path, capsys):
     assert main(["--prompt", "single", "--out", str(tmp_path)]) == 2
     assert "pass --root DIR" in capsys.readouterr().err
@@ -90,3 +112,54 @@ def test_cli_errors(tmp_path, capsys):
     assert "batch_size must be a int" in capsys.readouterr().err
     assert main(["--config", str(CONFIGS / "single_spair.toml"), "--root", str(tmp_path), "--set", "batchsize=9"]) == 2
     assert "unknown config key(s) batchsize" in capsys.readouterr().err
+
+
+def test_the_module_is_the_command(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "100")  # argparse wraps the help to the terminal width
+    module = subprocess.run([sys.executable, "-m", "sd4match_sdk.training", "--help"], capture_output=True, text=True,
+                            env=multiprocess.environment(COLUMNS="100"), timeout=300)  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert module.returncode == 0 and module.stdout == capsys.readouterr().out
+    assert module.stdout.startswith("usage: sd4match-train")
+
+
+def test_a_rank_without_the_dataset_stops_every_rank(tiny_sd, spair_root, tmp_path):
+    good = training_runs.train_args(spair_root, tiny_sd, tmp_path / "out")
+    bad = training_runs.train_args(tmp_path / "nowhere", tiny_sd, tmp_path / "out")
+    processes = multiprocess.by_hand("sd4match_sdk.training", [good, bad])  # as on two nodes, one lacking the data
+    try:
+        errors = [p.communicate(timeout=300)[1] for p in processes]  # a hang would wait for the 30 min timeout
+    finally:
+        for p in processes:
+            p.kill()
+    assert [p.returncode for p in processes] == [2, 2]
+    assert f"sd4match-train: error (rank 1 of 2): {tmp_path / 'nowhere'}: spair root directory is missing" in errors[1]
+    assert ("sd4match-train: error (rank 0 of 2): rank 1 of 2 failed while reading the config and the dataset "
+            "(DatasetError: ") in errors[0]  # fmt: skip
+    assert not (tmp_path / "out").exists()  # nothing was started
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--out", "{file}/run"], r"--out '.*/run': '.*taken' is a file, not a folder; choose another directory"),
+        (["--out", "{file}"], r"--out '.*taken': '.*taken' is a file, not a folder"),
+        (["--device", "gpu"], r"invalid device 'gpu'; use 'cpu', 'cuda'"),
+        (["--set", "seed=1.5"], r"seed must be a int \(got '1\.5'\)"),
+        (["--set", "val_alpha=2"], r"val_alpha must lie in \(0, 1\] \(got 2\.0\)"),
+        (["--set", "beta=nan"], r"beta must be a finite number > 0 \(got nan\)"),
+        (["--config", "{tmp}"], r"cannot read the config file '.*' \(.*\); pass a readable TOML file"),
+    ],
+    ids=["out-below-a-file", "out-is-a-file", "device", "seed", "alpha", "beta-nan", "config-is-a-folder"],
+)
+
+
+def test_user_errors_are_one_line(extra, message, tmp_path, capsys):
+    (tmp_path / "taken").write_text("a regular file")
+    extra = [e.format(file=tmp_path / "taken", tmp=tmp_path) for e in extra]
+    args = ["--prompt", "single", "--root", str(tmp_path), "--model", str(tmp_path / "no-model"), *extra]
+    if "--out" not in extra:
+        args += ["--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert err.startswith("sd4match-train: error:") and "Traceback" not in err

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from sd4match_sdk.errors import ConfigError
 from sd4match_sdk.training.config import load_train_config
 
 CONFIGS = Path(__file__).parents[2] / "training" / "configs"
@@ -25,3 +26,29 @@ def test_paper_configs(prompt, dataset):
     assert steps == (29_635 if dataset == "spair" else 29_430)
     if prompt == "cpm":
         assert (cfg.cpm_global, cfg.cpm_cond, cfg.dino) == (25, 50, "facebook/dinov2-base")
+
+
+def test_loader_workers_fit_the_machine():
+    from sd4match_sdk.training.data import loader_workers
+
+    assert [loader_workers(-1, cpus) for cpus in (1, 2, 3, 4, 16)] == [0, 0, 2, 3, 4]
+    assert loader_workers(6, cpus=2) == 6  # an explicit value is kept
+    assert load_train_config(CONFIGS / "single_spair.toml").num_workers == -1  # the configs use auto
+    with pytest.raises(ConfigError, match="num_workers must be >= 0, or -1 for auto"):
+        load_train_config(num_workers=-2)
+
+
+def test_more_workers_than_cpus_do_not_warn_twice(spair_root):
+    """torch warns at construction and again at iteration; the start line of sd4match-train says it once."""
+    import warnings
+
+    from sd4match_sdk.data import SPairDataset
+    from sd4match_sdk.training.data import available_cpus, step_loader
+
+    dataset = SPairDataset(spair_root, "test", frame=256)
+    config = load_train_config(image_size=256, batch_size=2, num_workers=available_cpus() + 1, train_split="test")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batches = list(step_loader(dataset, config, 0, 2, pin_memory=False))
+    assert len(batches) == 2 and [len(b) for b in batches] == [2, 2]
+    assert not [w for w in caught if "worker" in str(w.message)]  # torch's twice-repeated warning is gone

@@ -1,5 +1,5 @@
 /*
- * sd4match kernels: fused correlation + Kernel-Soft-Argmax (SPEC 4), C API.
+ * sd4match kernels: fused correlation + Kernel-Soft-Argmax (docs/design.md §5.3), C API.
  *
  * One operation. For every query point of a source feature map A (B, C, H0, W0):
  *   q  = bilinear sample of the raw A at the query (align-corners, zero padding, as grid_sample)

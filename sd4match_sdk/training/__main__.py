@@ -1,0 +1,7 @@
+"""``python -m sd4match_sdk.training`` is ``sd4match-train`` (so that ``torchrun -m sd4match_sdk.training`` works)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
