@@ -61,7 +61,7 @@ def test_helps_state_defaults_and_what_each_flag_does(capsys) -> None:
     with pytest.raises(SystemExit):
         export_main(["--help"])
     export = " ".join(capsys.readouterr().out.split())
-    assert "onnx (default)" in export and "fp32 (default)" in export
+    assert "onnx (default)" in export and "default fp16 for --engine trt, fp32 for --engine onnx" in export
 
 
 def test_match_writes_json_with_its_settings_and_a_picture(tiny_sd: Path, demo_pair, tmp_path: Path, capsys) -> None:

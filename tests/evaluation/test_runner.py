@@ -141,8 +141,8 @@ def test_batched_images_give_the_matches_of_one_at_a_time(matcher256, pfwillow_r
     dataset.records = dataset.records[:10]  # one category, whose pairs share images
     single = evaluate(matcher256, dataset, alphas=(0.1, 0.5), seed=4, max_pairs=10, progress=False)
     batches = []
-    extract = matcher256.backend.extract_images
-    monkeypatch.setattr(matcher256.backend, "extract_images", lambda images, *a: batches.append(len(images)) or extract(images, *a))
+    extract = matcher256.backend.extract_prepared
+    monkeypatch.setattr(matcher256.backend, "extract_prepared", lambda prepared: batches.append(len(prepared.images.pixels)) or extract(prepared))
     batched = evaluate(matcher256, dataset, alphas=(0.1, 0.5), seed=4, max_pairs=10, progress=False, batch_size=4, workers=1)
     images = {str(p) for r in dataset.records[:10] for p in (r.source_path, r.target_path)}
     assert max(batches) == 4 and sum(batches) == len(images) < 20  # batches of 4, each unique image once
