@@ -1,12 +1,11 @@
 """The public ``Matcher``: load once, then match keypoints between image pairs.
 
 A match runs, per pair: resize both images to the model frame, draw the noise (docs/design.md
-§7.2), build the prompt context (fixed, per category, or from DINOv2 for CPM), extract
-raw SD features for both images in one UNet batch, and read the matches off the cosine map with
-Kernel-Soft-Argmax. Points go in and come out in the original images' pixels.
-
-Many pairs (or images) run in device batches under a memory budget, the next batch's host work
-(decode, resize, noise, pinned copies) overlapping the current one's device work (docs/design.md §13.22).
+§7.2), build the prompt context (fixed, per category, or from DINOv2 for CPM), extract raw SD
+features for both images in one UNet batch, and read the matches off the cosine map with
+Kernel-Soft-Argmax. Points go in and come out in the original images' pixels. Many pairs run in
+device batches under a memory budget, the next batch's host work (decode, resize, noise, pinned
+copies) overlapping the current one's device work (docs/design.md §13.22).
 """
 
 from __future__ import annotations
@@ -137,22 +136,18 @@ class Matcher:
                 (an engine's: its precision).
             timestep, ensemble, image_size: diffusion timestep t, noise draws averaged per image,
                 side of the square model frame; ``None``: 50, 8, 768 (released test), or the engine's.
-            method: ``"kernel_softargmax"`` (default), ``"softargmax"`` or ``"nn"``.
-            sigma: Kernel-Soft-Argmax Gaussian width in grid cells (7).
-            beta: softmax temperature (0.04).
+            method, sigma, beta: ``"kernel_softargmax"`` (default), ``"softargmax"`` or ``"nn"``;
+                the Kernel-Soft-Argmax Gaussian width in grid cells (7); the softmax temperature (0.04).
             matching_backend: ``"auto"``, ``"torch"`` or ``"kernel"``.
             engine_runtime: for engine directories: ``"auto"`` (TensorRT when the directory holds
                 plans, else ONNX Runtime), ``"onnxruntime"`` or ``"tensorrt"``.
-            vae_dtype: VAE-encoder dtype; float16 on CUDA (as the official autocast) and float32
-                on CPU when ``None``; ``torch.float32`` keeps it exact (docs/design.md §13.20).
-            compile: ``True`` (or ``"default"``, ``"max-autotune"``) compiles the VAE encoder and
-                the truncated UNet with ``torch.compile``, CUDA graphs on CUDA; the first call of
-                each batch size compiles (docs/performance.md, docs/design.md §13.21).
-            memory_budget: bytes one device batch may use; ``None``: half of the free memory
-                (docs/design.md §13.22).
-            An engine's image size, timestep, ensemble and precision come from its manifest, and
-            it runs its own graphs: leave those settings, ``vae_dtype`` and ``compile`` at their
-            defaults (a different explicit value is refused, not ignored).
+            vae_dtype, compile, memory_budget: the fast path (docs/performance.md): the VAE
+                encoder's dtype (``None``: float16 on CUDA as the official autocast, else float32;
+                docs/design.md §13.20); ``True``/``"max-autotune"`` compiles the VAE encoder and the
+                UNet, CUDA graphs on CUDA, each batch size on first use (§13.21); bytes per device
+                batch (``None``: half the free memory; §13.22).
+            An engine fixes image size, timestep, ensemble, precision and graphs at export: leave
+            those, ``vae_dtype`` and ``compile`` unset (other values are refused, not ignored).
 
         Raises:
             ConfigError: a setting of the wrong type or range, a device this machine lacks, an
@@ -160,22 +155,12 @@ class Matcher:
             incomplete weights; PromptError: a bad prompt; EngineError: an invalid engine directory.
         """
         match_config = MatchConfig(method=method, sigma=sigma, beta=beta)
-        device, dtype, vae_dtype = resolve_device(device), check_dtype(dtype), check_dtype(vae_dtype, "vae_dtype")
-        compile = resolve_compile_mode(compile)
-        memory_budget = None if memory_budget is None else check_int("memory_budget", memory_budget, minimum=1)
+        device, dtype = resolve_device(device), check_dtype(dtype)
         model = default_sd_model() if model is None else check_name("model", model)
-        settings = {"image_size": image_size, "timestep": timestep, "ensemble": ensemble}
-        if is_engine_directory(model):  # its prompt and settings are baked in: explicit others are refused
-            compiled = None if compile is CompileMode.OFF else str(compile)
-            requested = {**settings, "dtype": dtype, "vae_dtype": vae_dtype, "compile": compiled, "dino": dino, "prompt": prompt}
-            backend: FeatureBackend = open_engine(model, device, engine_runtime, requested, memory_budget)
-        else:
-            check_not_unfinished_engine(model)
-            if str(engine_runtime) != EngineRuntime.AUTO:
-                raise ConfigError(f"engine_runtime applies to engine directories; {model!r} is a diffusers model: leave it 'auto'")
-            feature_config = FeatureConfig(**{k: v for k, v in settings.items() if v is not None})
-            options = dict(vae_dtype=vae_dtype, compile=compile, memory_budget=memory_budget)
-            backend = _load_torch_backend(model, prompt, dino, device, dtype, feature_config, **options)
+        settings = {"image_size": image_size, "timestep": timestep, "ensemble": ensemble, "dtype": dtype}
+        fast = {"vae_dtype": check_dtype(vae_dtype, "vae_dtype"), "compile": resolve_compile_mode(compile),
+                "memory_budget": None if memory_budget is None else check_int("memory_budget", memory_budget, minimum=1)}  # fmt: skip
+        backend = _load_backend(model, prompt, dino, device, settings, engine_runtime, fast)
         return cls(backend, match_config, matching_backend)
 
     @property
@@ -371,6 +356,29 @@ class Matcher:
             for k, (i, query, (size0, size1)) in enumerate(zip(chunk.indices, chunk.queries, chunk.sizes)):
                 results[i] = self._match(feats[2 * k : 2 * k + 1], feats[2 * k + 1 : 2 * k + 2], query, size0, size1)
         return results
+
+
+def _load_backend(
+    model: str,
+    prompt: str | PromptWeights | None,
+    dino: str | None,
+    device: torch.device,
+    settings: dict[str, Any],
+    engine_runtime: str | EngineRuntime,
+    fast: dict[str, Any],
+) -> FeatureBackend:
+    """The engine directory ``model`` (whose prompt and settings are baked in: explicit others are
+    refused), or the diffusers model ``model`` in PyTorch; ``settings`` and ``fast`` are checked."""
+    if is_engine_directory(model):
+        compiled = None if fast["compile"] is CompileMode.OFF else str(fast["compile"])
+        requested = {**settings, "vae_dtype": fast["vae_dtype"], "compile": compiled, "dino": dino, "prompt": prompt}
+        return open_engine(model, device, engine_runtime, requested, fast["memory_budget"])
+    check_not_unfinished_engine(model)
+    if str(engine_runtime) != EngineRuntime.AUTO:
+        raise ConfigError(f"engine_runtime applies to engine directories; {model!r} is a diffusers model: leave it 'auto'")
+    dtype = settings.pop("dtype")
+    feature_config = FeatureConfig(**{k: v for k, v in settings.items() if v is not None})
+    return _load_torch_backend(model, prompt, dino, device, dtype, feature_config, **fast)
 
 
 def _load_torch_backend(

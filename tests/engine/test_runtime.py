@@ -123,6 +123,13 @@ class TestExplicitSettings:
         assert (matcher.feature_config.ensemble, matcher.feature_config.image_size) == (2, 256)
         assert Matcher.from_pretrained(str(engine_fp16), dtype=torch.float16).backend.manifest.precision == "fp16"
 
+    def test_a_memory_budget_applies_to_engines_too(self, engine_single):
+        from sd4match_sdk import ConfigError
+
+        assert Matcher.from_pretrained(str(engine_single), memory_budget=1).backend.max_batch_images() == 1
+        with pytest.raises(ConfigError, match=r"memory_budget must lie in \[1, inf\] \(got 0\)"):
+            Matcher.from_pretrained(str(engine_single), memory_budget=0)
+
     def test_the_cli_refuses_them_too(self, engine_single, capsys):
         from sd4match_sdk.cli import main
         from sd4match_sdk.demo import demo_images
