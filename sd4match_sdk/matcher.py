@@ -26,7 +26,7 @@ from .engine.runtime import open_engine
 from .errors import ConfigError
 from .features import FeatureBackend, ImageFeatures, TorchFeatureBackend
 from .features.compiled import CompileMode, resolve_compile_mode
-from .features.pipeline import batch_tasks, prefetched, prepare_images, prepare_pairs
+from .features.pipeline import batch_tasks, overlaps_host, prefetched, prepare_images, prepare_pairs
 from .features.precision import resolve_precision
 from .images import ImageInput
 from .kernels import match_function
@@ -238,15 +238,13 @@ class Matcher:
         categories = check_list("categories", categories) if categories is not None else [None] * len(images)
         generators = check_list("generators", generators) if generators is not None else [make_generator(seed) for _ in images]
         if not len(images) == len(categories) == len(generators):
-            raise ConfigError(
-                f"features_batch needs one category and one generator per image: got {len(images)} images, "
-                f"{len(categories)} categories, {len(generators)} generators"
-            )
+            raise ConfigError(f"features_batch needs one category and one generator per image: got {len(images)} "
+                              f"images, {len(categories)} categories, {len(generators)} generators")  # fmt: skip
         for category in categories:
             self.backend.check_category(category)
         out: list[ImageFeatures] = []
         tasks = batch_tasks(prepare_images, self.backend, self.draw_noise, list(images), categories, generators)
-        for chunk in prefetched(tasks):
+        for chunk in prefetched(tasks, overlaps_host(self.device)):
             feats = self.backend.extract_prepared(chunk.inputs)
             for k, (i, size) in enumerate(zip(chunk.indices, chunk.sizes)):
                 out.append(ImageFeatures(feats[k : k + 1], size, categories[i]))
@@ -344,12 +342,13 @@ class Matcher:
         return self._match_pairs(items, list(generators))
 
     def _match_pairs(self, items: list[tuple[Any, Any, Any, str | None]], generators: list) -> list[MatchResult]:
-        """Match the pairs in device batches, preparing the next batch while the current one runs."""
+        """Match the pairs in device batches, preparing the next batch while an accelerator runs the current one."""
         categories = [item[3] for item in items]
         for category in categories:
             self.backend.check_category(category)
         results = [MatchResult.empty() for _ in items]
-        for chunk in prefetched(batch_tasks(prepare_pairs, self.backend, self._pair_noise, items, categories, generators)):
+        tasks = batch_tasks(prepare_pairs, self.backend, self._pair_noise, items, categories, generators)
+        for chunk in prefetched(tasks, overlaps_host(self.device)):
             if chunk.inputs is None:  # no pair of this batch has query points
                 continue
             feats = self.backend.extract_prepared(chunk.inputs)

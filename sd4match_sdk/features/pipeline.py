@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from ..images import load_image
@@ -24,7 +25,7 @@ from ..noise import ImageNoise
 from ..points import check_points
 from .batch import PreparedBatch
 
-__all__ = ["PreparedRequests", "batch_tasks", "chunks", "prefetched", "prepare_images", "prepare_pairs"]
+__all__ = ["PreparedRequests", "batch_tasks", "chunks", "overlaps_host", "prefetched", "prepare_images", "prepare_pairs"]
 
 T = TypeVar("T")
 
@@ -35,10 +36,17 @@ def chunks(total: int, size: int) -> list[range]:
     return [range(start, min(start + size, total)) for start in range(0, total, size)]
 
 
-def prefetched(tasks: Sequence[Callable[[], T]]) -> Iterator[T]:
-    """The results of ``tasks``, in order; task ``k + 1`` runs on a worker thread while the caller
-    uses result ``k``. One task runs inline. An exception is raised where its result is taken."""
-    if len(tasks) <= 1:
+def prefetched(tasks: Sequence[Callable[[], T]], ahead: bool = True) -> Iterator[T]:
+    """The results of ``tasks``, in order; with ``ahead``, task ``k + 1`` runs on a worker thread
+    while the caller uses result ``k``. One task, or ``ahead=False``, runs inline. An exception is
+    raised where its result is taken.
+
+    Overlap pays where the caller's work runs on another device: on a CPU the worker competes with
+    the model for the same cores (measured on 2 cores: a ``match_batch`` of one pair per batch took
+    14 % longer with the worker than inline; docs/design.md §13.22), so callers pass
+    :func:`overlaps_host` of their device.
+    """
+    if len(tasks) <= 1 or not ahead:
         yield from (task() for task in tasks)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sd4match-prepare") as pool:
@@ -48,6 +56,11 @@ def prefetched(tasks: Sequence[Callable[[], T]]) -> Iterator[T]:
             pending = pool.submit(task)
             yield ready
         yield pending.result()
+
+
+def overlaps_host(device: torch.device) -> bool:
+    """Whether host preparation can run beside the model: on an accelerator, not on the CPU."""
+    return device.type != "cpu"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import torch
 from sd4match_sdk import ConfigError, Matcher
 from sd4match_sdk.config import FeatureConfig
 from sd4match_sdk.features.budget import UNET_UNITS, VAE_UNITS, BatchBudget
-from sd4match_sdk.features.pipeline import chunks, prefetched
+from sd4match_sdk.features.pipeline import chunks, overlaps_host, prefetched
 
 POINTS = [[100.0, 200.0], [550.0, 500.0]]
 
@@ -49,6 +49,15 @@ def test_prefetched_keeps_order_runs_ahead_on_a_worker_and_raises_where_taken() 
     assert next(results) == 0
     with pytest.raises(ValueError, match="bad image"):
         next(results)
+
+
+def test_on_the_cpu_preparation_runs_inline() -> None:
+    """On a CPU the worker would compete with the model for the cores: the caller's thread prepares."""
+    threads = []
+    tasks = [lambda i=i: threads.append(threading.current_thread()) or i for i in range(3)]
+    assert list(prefetched(tasks, overlaps_host(torch.device("cpu")))) == [0, 1, 2]
+    assert threads == [threading.current_thread()] * 3
+    assert overlaps_host(torch.device("cuda", 0)) and not overlaps_host(torch.device("cpu"))
 
 
 def test_budget_counts_the_larger_stage() -> None:
