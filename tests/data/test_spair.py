@@ -13,6 +13,20 @@ from sd4match_sdk.errors import DatasetError
 from dataset_trees import clamp, image_size
 
 
+ANNOTATION = "000167-2008_007604-2009_001056:aeroplane.json"
+
+
+def assert_edited_annotation_refused(trees, spair_root, tmp_path, edit, message) -> None:
+    """Edit one pair's annotation in a copy of the fixture: loading the split names the file and the problem."""
+    root = trees.copy_spair_tree(spair_root, tmp_path)
+    path = root / "PairAnnotation/test" / ANNOTATION
+    ann = json.loads(path.read_text())
+    edit(ann)
+    path.write_text(json.dumps(ann))
+    with pytest.raises(DatasetError, match=message) as info:
+        SPairDataset(root, "test")
+    assert ANNOTATION in str(info.value)
+
 
 class TestSPair:
     def test_counts_and_categories(self, spair_root):
@@ -72,14 +86,7 @@ class TestSPair:
         ],
     )
     def test_malformed_annotation(self, trees, spair_root, tmp_path, edit, message):
-        root = trees.copy_spair_tree(spair_root, tmp_path)
-        path = root / "PairAnnotation/test/000167-2008_007604-2009_001056:aeroplane.json"
-        ann = json.loads(path.read_text())
-        edit(ann)
-        path.write_text(json.dumps(ann))
-        with pytest.raises(DatasetError, match=message) as info:
-            SPairDataset(root, "test")
-        assert "000167-2008_007604-2009_001056:aeroplane.json" in str(info.value)
+        assert_edited_annotation_refused(trees, spair_root, tmp_path, edit, message)
 
     def test_malformed_line_and_missing_image(self, trees, spair_root, tmp_path):
         root = trees.copy_spair_tree(spair_root, tmp_path)
@@ -118,14 +125,7 @@ def test_load_dataset_by_name(spair_root):
     ids=["string-coordinate", "ragged", "bool", "null", "box-object", "box-strings", "box-x2-below-x1", "box-zero-width", "box-y2-below-y1"],
 )
 def test_non_numeric_ragged_and_degenerate_annotations(edit, message, trees, spair_root, tmp_path):
-    root = trees.copy_spair_tree(spair_root, tmp_path)
-    path = root / "PairAnnotation/test/000167-2008_007604-2009_001056:aeroplane.json"
-    ann = json.loads(path.read_text())
-    edit(ann)
-    path.write_text(json.dumps(ann))
-    with pytest.raises(DatasetError, match=message) as info:
-        SPairDataset(root, "test")
-    assert "000167-2008_007604-2009_001056:aeroplane.json" in str(info.value)
+    assert_edited_annotation_refused(trees, spair_root, tmp_path, edit, message)
 
 
 @pytest.mark.parametrize(
