@@ -209,3 +209,18 @@ def test_cpm_end_to_end(tiny_sd: Path, tiny_dino: Path, demo_pair, tmp_path: Pat
     np.testing.assert_allclose(batched[1].points, swapped.points, atol=1e-3)
     with pytest.raises(ConfigError, match="both images"):
         m.features(demo_pair[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"vae_dtype": "float16"}, r"vae_dtype must be None or a floating torch\.dtype .*vae_dtype=torch\.float16"),
+        ({"vae_dtype": torch.int64}, r"vae_dtype must be None or a floating torch\.dtype"),
+        ({"compile": "fast"}, r"unknown compile mode"),
+        ({"memory_budget": 0}, r"memory_budget must lie in \[1, inf\] \(got 0\)"),
+        ({"memory_budget": 1.5}, r"memory_budget must be an integer \(got 1\.5"),
+    ],
+)
+def test_fast_path_arguments_are_checked_before_loading(tiny_sd: Path, kwargs, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Matcher.from_pretrained(str(tiny_sd), **kwargs)

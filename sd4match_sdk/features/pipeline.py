@@ -43,7 +43,7 @@ def prefetched(tasks: Sequence[Callable[[], T]], ahead: bool = True) -> Iterator
 
     Overlap pays where the caller's work runs on another device: on a CPU the worker competes with
     the model for the same cores (measured on 2 cores: a ``match_batch`` of one pair per batch took
-    14 % longer with the worker than inline; docs/design.md §13.22), so callers pass
+    about 20 % longer with the worker than inline; docs/design.md §13.22), so callers pass
     :func:`overlaps_host` of their device.
     """
     if len(tasks) <= 1 or not ahead:
