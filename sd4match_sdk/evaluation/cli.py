@@ -50,7 +50,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1,
                    help="images (Single/Class/text) or pairs (CPM) per UNet batch (default 1); larger is faster and "
                         "equal within float rounding")  # fmt: skip
-    p.add_argument("--workers", type=int, default=2, help="processes decoding the next batches (default 2; 0: none)")
+    p.add_argument("--workers", type=int, default=None, help="processes decoding the next batches (default: none on 2 "
+                   "CPUs or fewer, where they compete with the model, else min(4, CPUs - 1); 0: none)")
     p.add_argument("--max-pairs", type=int, default=0, help="evaluate N pairs spread over the categories (each category "
                    "in turn gives its next pair in list order; deterministic); default: all")
     p.add_argument("--pair-list", default=None, help="PF-Willow only: the pair csv, relative to --root (default test_pairs.csv)")
@@ -91,7 +92,7 @@ def _check_options(args: argparse.Namespace) -> dict:
     from ..ops.pck import check_alphas
 
     for name in ("max_pairs", "workers"):
-        if getattr(args, name) < 0:
+        if (getattr(args, name) or 0) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(args, name)})")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1 (got {args.batch_size})")
@@ -110,6 +111,7 @@ def _check_options(args: argparse.Namespace) -> dict:
 
 def _run(args: argparse.Namespace, distributed) -> None:
     from ..data import load_dataset
+    from ..data.workers import loader_workers
     from ..distributed import device_for_rank
     from ..engine.directory import is_engine_directory
     from ..matcher import Matcher
@@ -138,7 +140,8 @@ def _run(args: argparse.Namespace, distributed) -> None:
     # 2. Evaluate (every process its share), print the table and write the results (rank 0)
     result = evaluate(
         matcher, dataset, alphas=args.alpha, seed=args.seed, max_pairs=args.max_pairs or None,
-        progress=not args.no_progress, batch_size=args.batch_size, workers=args.workers, distributed=distributed,
+        progress=not args.no_progress, batch_size=args.batch_size, workers=loader_workers(-1 if args.workers is None else args.workers),
+        distributed=distributed,
     )  # fmt: skip
     if not distributed.is_main:
         return

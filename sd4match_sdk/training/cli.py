@@ -106,7 +106,7 @@ def _run(args: argparse.Namespace, distributed) -> bool:
     from ..errors import ConfigError
     from ..models.loading import load_dino, load_sd_components
     from .config import load_train_config, parse_override, resolve_device
-    from .data import available_cpus, loader_workers
+    from ..data.workers import available_cpus, loader_workers
     from .trainer import Trainer
 
     with distributed.together("reading the config and the dataset"):  # a bad launch stops every rank here

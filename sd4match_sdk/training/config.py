@@ -112,7 +112,7 @@ class TrainConfig:
         seed: seeds the prompt initialisation, the data order, the training noise and validation.
         num_workers: DataLoader worker processes (per training process) that decode and resize
             images; -1 (default): 0 on machines with 2 CPUs or fewer (workers there cost more than
-            they save), else ``min(4, CPUs - 1)`` (:func:`~.data.loader_workers`).
+            they save), else ``min(4, CPUs - 1)`` (:func:`~sd4match_sdk.data.workers.loader_workers`).
         gradient_checkpointing: recompute UNet activations in the backward pass (less memory).
         dino_cache: directory for cached DINOv2 tokens of the CPM (empty: in memory only).
         cpm_global, cpm_cond: CPM global and conditional prompt lengths (25, 50).

@@ -14,7 +14,6 @@ step, which seeds its noise, so the split changes nothing but who computes what.
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ..data.base import PairDataset
+from ..data.workers import loader_workers
 from ..distributed import shard_range
 from ..errors import ConfigError
 from ..images import sd_pixels
@@ -33,8 +33,8 @@ from .config import TrainConfig
 from .dino_cache import dino_cache_key
 
 __all__ = [
-    "pair_generator", "StepOrder", "StepShards", "TrainPairs", "TrainBatch", "available_cpus", "check_splits",
-    "collate_pairs", "loader_workers", "step_loader",
+    "pair_generator", "StepOrder", "StepShards", "TrainPairs", "TrainBatch", "check_splits",
+    "collate_pairs", "step_loader",
 ]  # fmt: skip
 
 
@@ -193,24 +193,6 @@ def check_splits(config: TrainConfig, train_set: PairDataset, val_set: PairDatas
                 f"the val split has categories the training split lacks ({', '.join(unseen)}); "
                 "a Class prompt only learns the training categories"
             )
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the platform has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def loader_workers(requested: int, cpus: int | None = None) -> int:
-    """The DataLoader workers of ``num_workers = requested``: itself when >= 0; for -1 (auto), 0 on
-    2 CPUs or fewer (measured: 4 workers on 2 cores made a step 3.5x slower than none), else
-    ``min(4, cpus - 1)``, leaving one CPU to the training loop."""
-    if requested >= 0:
-        return requested
-    cpus = cpus or available_cpus()
-    return 0 if cpus <= 2 else min(4, cpus - 1)
 
 
 def step_loader(

@@ -174,8 +174,9 @@ def test_eval_cli_runs_an_engine_with_its_own_settings(engine_single, pfwillow_r
         (["--device", "gpu"], r"invalid device 'gpu'; use 'cpu', 'cuda'"),
         (["--out", "{file}/results.json"], r"--out '.*/results\.json': '.*taken' is a file, not a folder; choose another path"),
         (["--out", "{dir}"], r"--out '.*' is a folder; give a file name"),
+        (["--workers", "-1"], r"--workers must be >= 0 \(got -1\)"),
     ],
-    ids=["alpha", "seed", "device", "out-below-a-file", "out-is-a-folder"],
+    ids=["alpha", "seed", "device", "out-below-a-file", "out-is-a-folder", "workers"],
 )
 
 
@@ -198,5 +199,5 @@ def test_help_states_the_defaults(capsys):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     for phrase in ("auto (CUDA when available; default)", "engine directory", "official:NAME", "spread over the categories",
-                   "default kernel_softargmax", "--compare-paper", "--plot", "--trained-on", "--verbose", "--version"):  # fmt: skip
+                   "default kernel_softargmax", "none on 2 CPUs or fewer", "--compare-paper", "--plot", "--trained-on", "--verbose", "--version"):  # fmt: skip
         assert phrase in text, phrase

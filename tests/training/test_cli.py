@@ -98,7 +98,7 @@ def test_start_line_says_the_real_step_size_and_workers(tiny_sd, spair_root, tmp
                  "--set", "image_size=256", "--set", "micro_batch_size=4", "--no-progress", "--no-tensorboard"])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
-    from sd4match_sdk.training.data import available_cpus, loader_workers
+    from sd4match_sdk.data.workers import available_cpus, loader_workers
 
     workers = loader_workers(-1)
     assert "(4 pairs), 1 steps of 4 pairs (micro-batch 4)" in printed

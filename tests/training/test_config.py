@@ -29,7 +29,7 @@ def test_paper_configs(prompt, dataset):
 
 
 def test_loader_workers_fit_the_machine():
-    from sd4match_sdk.training.data import loader_workers
+    from sd4match_sdk.data.workers import loader_workers
 
     assert [loader_workers(-1, cpus) for cpus in (1, 2, 3, 4, 16)] == [0, 0, 2, 3, 4]
     assert loader_workers(6, cpus=2) == 6  # an explicit value is kept
@@ -43,7 +43,8 @@ def test_more_workers_than_cpus_do_not_warn_twice(spair_root):
     import warnings
 
     from sd4match_sdk.data import SPairDataset
-    from sd4match_sdk.training.data import available_cpus, step_loader
+    from sd4match_sdk.data.workers import available_cpus
+    from sd4match_sdk.training.data import step_loader
 
     dataset = SPairDataset(spair_root, "test", frame=256)
     config = load_train_config(image_size=256, batch_size=2, num_workers=available_cpus() + 1, train_split="test")
