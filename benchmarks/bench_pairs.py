@@ -19,9 +19,11 @@ Rows (each in its own process, so its peak memory is its own; every row builds t
 Every row matches the same P pairs of 2P distinct images (crops of the demo photos) with the
 same seeds, one at a time (``match``, batch 1) and ``--batch`` at a time (``match_batch``).
 Printed per row: pairs/s and ms per pair at both batch sizes, the first calls (compilation),
-peak memory, the largest deviation in pixels from the reference, and on CUDA the achieved
-TFLOP/s of the necessary work (VAE encoder + truncated UNet, counted) against a bf16 8192^3
-matrix product measured in the same run. The last line is the headline:
+peak memory, the largest deviation in pixels from the reference, and the achieved TFLOP/s of the
+necessary work (VAE encoder + truncated UNet, counted) against a matrix product measured in the
+same run (bf16 8192^3 on CUDA, float32 4096^3 on the CPU). A comment line above the table gives
+the ceiling this implies: the official row's counted work and achieved rate, and the largest
+speed-up the necessary work allows if it ran at the matmul rate. The last line is the headline:
 ``speed-up sdk/official: X.XXx pairs/s at batch 1, Y.YYx at batch 8 (DEVICE)`` with the best SDK row.
 
     python benchmarks/bench_pairs.py --model tiny                          # CPU, tiny SD-2.1-shaped model
@@ -48,7 +50,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import bf16_matmul_tflops, device_name, machine, sync  # noqa: E402
+from common import counted_tflop, device_name, machine, matmul_dtype, matmul_tflops, sync  # noqa: E402
 
 ROWS = ("official", "reference", "sdk", "sdk-compiled", "sdk-bf16", "engine-onnxruntime", "engine-tensorrt")
 #: Rows the headline may pick (the bf16 option changes the numbers more than the others).
@@ -249,8 +251,9 @@ def run_row(args: argparse.Namespace) -> dict:
     components, prompt, dino = build_parts(args, device)
     row = args.child
     result: dict = {"row": row, "machine": machine(device)}
-    if row == "reference" and device.type == "cuda":
-        result["bf16_matmul_tflops"] = bf16_matmul_tflops(device)
+    counted = row in ("official", reference_row(args))  # rows whose work is counted (the ceiling line)
+    if row == reference_row(args):
+        result["matmul_tflops"] = matmul_tflops(device)
     if row == "official":
         path = OfficialPath(components, prompt, dino, feature, device)
         one = lambda i: path.match(*pairs[i], seed=pair_seed(i))  # noqa: E731
@@ -280,22 +283,38 @@ def run_row(args: argparse.Namespace) -> dict:
         result["b8_s"], result["b8_cpu_s"], chunks = _timed(lambda: [batch(s) for s in starts], device, args.repeats)
         result["points_b8"] = [p for chunk in chunks for p in chunk]
     result["peak_gib"] = _peak_memory(device)
-    if row == "reference" and device.type == "cuda":
-        result["tflop_per_pair"] = _necessary_tflop(matcher, pairs[0])
+    if counted:
+        result["tflop_per_pair"] = counted_tflop(lambda: one(0))  # reference: the necessary work; official: its own
     result = {k: ([np.asarray(p).tolist() for p in v] if k.startswith("points") else v) for k, v in result.items()}
     return result
 
 
-def _necessary_tflop(matcher, pair) -> float:
-    """FLOPs of one pair through the float32 eager SDK (VAE encoder + truncated UNet + prompt), counted."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        matcher.match(*pair, seed=0)
-    return counter.get_total_flops() / 1e12
-
-
 # ---------------------------------------------------------------------- the parent: rows side by side
+
+
+def reference_row(args: argparse.Namespace) -> str:
+    """The float32 eager row every deviation is measured against."""
+    return "reference" if args.device.startswith("cuda") else "sdk"
+
+
+def ceiling(results: list[dict], args: argparse.Namespace) -> list[str]:
+    """The compute-bound ceiling of the speed-up, from the same run: the matmul rate, the counted work
+    of the reference and official rows, and the official row's achieved rate (docs/performance.md)."""
+    by_row = {r["row"]: r for r in results if "b1_s" in r}
+    ref, official = by_row.get(reference_row(args)), by_row.get("official")
+    if not ref or "matmul_tflops" not in ref:
+        return []
+    dtype = str(matmul_dtype(torch.device(args.device))).removeprefix("torch.")
+    peak, necessary = ref["matmul_tflops"], ref["tflop_per_pair"]
+    lines = [f"# {dtype} matmul: {peak:.2f} TFLOP/s; necessary work per pair: {necessary:.3g} TFLOP (counted)"]
+    if official and "tflop_per_pair" in official:
+        rate = official["tflop_per_pair"] * args.pairs / official["b1_s"]
+        lines.append(
+            f"# official work per pair: {official['tflop_per_pair']:.3g} TFLOP (work ratio {official['tflop_per_pair'] / necessary:.2f}x), "
+            f"run at {rate:.2f} TFLOP/s ({100 * rate / peak:.0f}% of the matmul rate); at the matmul rate the necessary "
+            f"work allows at most {peak / necessary / (args.pairs / official['b1_s']):.2f}x the official row"
+        )
+    return lines
 
 
 def skip_reason(row: str, args: argparse.Namespace) -> str | None:
@@ -354,9 +373,8 @@ def deviation(result: dict, reference: dict) -> float:
 def report(results: list[dict], args: argparse.Namespace, device: torch.device) -> list[str]:
     """The table, one line per row, and the headline last."""
     done = [r for r in results if "b1_s" in r]
-    ref = next((r for r in done if r["row"] == ("reference" if args.device.startswith("cuda") else "sdk")), None)
-    peak = next((r.get("bf16_matmul_tflops") for r in done if "bf16_matmul_tflops" in r), None)
-    tflop = next((r.get("tflop_per_pair") for r in done if "tflop_per_pair" in r), None)
+    ref = next((r for r in done if r["row"] == reference_row(args)), None)
+    tflop = ref.get("tflop_per_pair") if ref else None
     lines = [
         f"# end-to-end matching, {args.model} model, {args.image_size} px, E={args.ensemble}, t={args.timestep}, "
         f"{args.prompt_kind} prompt, {args.pairs} pairs of distinct images, 20 points each, batch {args.batch}",
@@ -365,11 +383,11 @@ def report(results: list[dict], args: argparse.Namespace, device: torch.device) 
     ]
     if not args.device.startswith("cuda"):
         lines.append("# cpu s/pair: process CPU time (all threads) per pair, steadier than wall time on a shared machine")
-    if peak:
-        lines.append(f"# bf16 8192^3 matmul: {peak:.0f} TFLOP/s; necessary work per pair: {tflop:.2f} TFLOP (counted)")
+    lines += ceiling(results, args)
     cpu = not args.device.startswith("cuda")
     bn = f"b{args.batch}"  # the match_batch columns, at --batch pairs per call
-    extra = f" {'TFLOP/s ' + bn:>10}" if tflop else (f" {'cpu s/pair b1':>13} {bn:>6}" if cpu else "")
+    extra = f" {'TFLOP/s ' + bn:>10}" if tflop else ""
+    extra += f" {'cpu s/pair b1':>13} {bn:>6}" if cpu else ""
     lines.append(f"{'row':<20} {'pairs/s b1':>10} {'ms/pair b1':>10} {'pairs/s ' + bn:>10} {'ms/pair ' + bn:>10} {'first s':>8} {'peak GiB':>8} {'dev px':>8}" + extra)
     for r in results:
         if "b1_s" not in r:
@@ -379,9 +397,9 @@ def report(results: list[dict], args: argparse.Namespace, device: torch.device) 
         b8 = args.pairs / r["b8_s"] if "b8_s" in r else b1
         r.update(pairs_per_s_b1=b1, pairs_per_s_b8=b8, deviation_px=deviation(r, ref) if ref else float("nan"))
         line = f"{r['row']:<20} {b1:>10.3f} {1e3 / b1:>10.1f} {b8:>10.3f} {1e3 / b8:>10.1f} {r['first_calls_s']:>8.1f} {r['peak_gib']:>8.2f} {r['deviation_px']:>8.4f}"
-        if tflop:
-            line += f" {b8 * tflop:>10.1f}"
-        elif cpu:
+        if tflop:  # the necessary work's rate, whatever work the row does
+            line += f" {b8 * tflop:>10.2f}"
+        if cpu:
             line += f" {r['b1_cpu_s'] / args.pairs:>13.1f} {r.get('b8_cpu_s', r['b1_cpu_s']) / args.pairs:>6.1f}"
         lines.append(line)
     official = next((r for r in done if r["row"] == "official"), None)

@@ -62,12 +62,29 @@ def machine(device: torch.device) -> str:
     return f"CPU {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
-def bf16_matmul_tflops(device: torch.device, size: int = 8192, repeats: int = 10) -> float:
-    """Measured bf16 ``size^3`` matrix-product rate on random data (CUDA events), the compute ceiling."""
-    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    for _ in range(3):
+def matmul_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of a device's headline rows: bfloat16 on CUDA (the float16 rows run on the same tensor
+    cores at the same rate), float32 on the CPU."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def matmul_tflops(device: torch.device, size: int | None = None, repeats: int = 10) -> float:
+    """Measured ``size^3`` matrix-product rate on random data in :func:`matmul_dtype`, the compute ceiling.
+
+    ``size`` defaults to 8192 on CUDA (timed with CUDA events) and 4096 on the CPU (wall time; large
+    enough for oneDNN to reach its steady rate on a few cores, small enough to take seconds).
+    """
+    size = size or (8192 if device.type == "cuda" else 4096)
+    repeats = repeats if device.type == "cuda" else 3
+    a = torch.randn(size, size, device=device, dtype=matmul_dtype(device))
+    b = torch.randn(size, size, device=device, dtype=matmul_dtype(device))
+    for _ in range(3 if device.type == "cuda" else 1):
         a @ b
+    if device.type != "cuda":
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     for _ in range(repeats):
@@ -75,6 +92,28 @@ def bf16_matmul_tflops(device: torch.device, size: int = 8192, repeats: int = 10
     end.record()
     torch.cuda.synchronize(device)
     return 2 * size**3 * repeats / (start.elapsed_time(end) / 1e3) / 1e12
+
+
+def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def counted_tflop(fn: Callable[[], object]) -> float:
+    """TFLOPs of ``fn`` by torch's FLOP counter (convolutions, matrix products, attention).
+
+    The counter has formulas for the CUDA attention kernels only; the CPU's fused attention
+    (``_scaled_dot_product_flash_attention_for_cpu``) would count 0, so it gets the same formula here.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cpu_attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    with FlopCounterMode(display=False, custom_mapping={cpu_attention: _cpu_sdpa_flop}) as counter:
+        fn()
+    return counter.get_total_flops() / 1e12
+
+
 def _rss_bytes() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
