@@ -15,6 +15,7 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
 # and run:  device run --carry .whl -- bash benchmarks/gpu_session.sh
+# Rehearse it here first (about 3 minutes on 2 CPU cores):  REHEARSE=1 OUT=/tmp/rehearsal bash benchmarks/gpu_session.sh
 set -u
 cd "$(dirname "$0")/.." || exit 1
 export PYTHONUNBUFFERED=1 PYTHON=${PYTHON:-python3} HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error DIFFUSERS_VERBOSITY=error
@@ -29,6 +30,10 @@ else
 fi
 section() { echo; echo "=================== $* ($(date +%T))"; }
 PAIRS="benchmarks/bench_pairs.py --model sd21 --device cuda --image-size 768 --ensemble 8 --pairs 8 --batch 8 --repeats 3"
+if [ "${REHEARSE:-0}" = 1 ]; then  # REHEARSE=1 on a CPU machine: every step on the tiny model, so a broken step
+  # shows up before device time is spent (the CUDA tests skip; nvidia-smi is absent)
+  PAIRS="benchmarks/bench_pairs.py --model tiny --device cpu --image-size 256 --ensemble 2 --pairs 2 --batch 2 --repeats 1"
+fi
 
 section environment
 {
