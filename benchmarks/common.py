@@ -68,14 +68,15 @@ def matmul_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def matmul_tflops(device: torch.device, size: int | None = None, repeats: int = 10) -> float:
+def matmul_tflops(device: torch.device, size: int | None = None, repeats: int | None = None) -> float:
     """Measured ``size^3`` matrix-product rate on random data in :func:`matmul_dtype`, the compute ceiling.
 
-    ``size`` defaults to 8192 on CUDA (timed with CUDA events) and 4096 on the CPU (wall time; large
-    enough for oneDNN to reach its steady rate on a few cores, small enough to take seconds).
+    Defaults: 8192^3, 10 products on CUDA (timed with CUDA events); 4096^3, 3 products on the CPU
+    (wall time; large enough for oneDNN to reach its steady rate on a few cores, small enough to
+    take seconds).
     """
     size = size or (8192 if device.type == "cuda" else 4096)
-    repeats = repeats if device.type == "cuda" else 3
+    repeats = repeats or (10 if device.type == "cuda" else 3)
     a = torch.randn(size, size, device=device, dtype=matmul_dtype(device))
     b = torch.randn(size, size, device=device, dtype=matmul_dtype(device))
     for _ in range(3 if device.type == "cuda" else 1):

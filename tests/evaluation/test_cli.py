@@ -201,3 +201,20 @@ def test_help_states_the_defaults(capsys):
     for phrase in ("auto (CUDA when available; default)", "engine directory", "official:NAME", "spread over the categories",
                    "default kernel_softargmax", "none on 2 CPUs or fewer", "--compare-paper", "--plot", "--trained-on", "--verbose", "--version"):  # fmt: skip
         assert phrase in text, phrase
+
+
+@pytest.mark.parametrize("flag, expected", [([], None), (["--workers", "1"], 1)], ids=["auto", "explicit"])
+def test_workers_reach_the_runner(flag, expected, tiny_sd, pfwillow_root, monkeypatch, capsys):
+    """Without --workers the runner gets the machine-sized count training uses; with it, the value given."""
+    from sd4match_sdk.data.workers import loader_workers
+    from sd4match_sdk.errors import ConfigError
+    from sd4match_sdk.evaluation import runner
+
+    def stop_with_workers(*args, workers, **kwargs):  # the evaluation itself is tested above
+        raise ConfigError(f"runner called with workers={workers}")
+
+    monkeypatch.setattr(runner, "evaluate", stop_with_workers)
+    args = ["--dataset", "pfwillow", "--root", str(pfwillow_root), "--pair-list", "test_pairs_DERIVED.csv",
+            "--model", str(tiny_sd), *FAST, *flag]  # fmt: skip
+    assert main(args) == 2
+    assert f"runner called with workers={loader_workers(-1) if expected is None else expected}" in capsys.readouterr().err
