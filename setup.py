@@ -241,8 +241,8 @@ setup(
         "console_scripts": [
             "sd4match=sd4match_sdk.cli:main",
             "sd4match-export=sd4match_sdk.export.cli:main",
-            "sd4match-train=sd4match_sdk.training.cli:main",
-            "sd4match-eval=sd4match_sdk.evaluation.cli:main",
+            "sd4match-train=sd4match_sdk.training.cli:run",
+            "sd4match-eval=sd4match_sdk.evaluation.cli:run",
         ]
     },
 )

@@ -7,12 +7,15 @@ through :func:`run_command`: an :class:`~sd4match_sdk.errors.SD4MatchError` (and
 ``--verbose`` the traceback follows. :func:`quiet_libraries` silences the logs and progress bars
 of diffusers, transformers and huggingface_hub (and their warnings) for the duration of a command
 and restores them afterwards, so calling ``main()`` from Python leaves no global state changed.
+The installed programs and ``python -m`` enter through :func:`start_program`, which makes the one
+process-wide choice a library must leave to the program: how worker processes start.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import os
 import sys
 import traceback
@@ -20,6 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 from .errors import ConfigError, SD4MatchError
 
@@ -31,6 +35,7 @@ __all__ = [
     "check_output_file",
     "quiet_libraries",
     "run_command",
+    "start_program",
 ]
 
 #: Libraries whose logs, progress bars and warnings a command hides unless ``--verbose``.
@@ -177,3 +182,18 @@ def _report(prefix: str, message: str, verbose: bool) -> int:
         traceback.print_exc(file=sys.stderr)
     print(f"{prefix}: {message}", file=sys.stderr)
     return 2
+
+
+def start_program(main: Callable[[], int]) -> NoReturn:
+    """The entry of an installed command or ``python -m``: start worker processes from a fork server,
+    then exit with ``main()``'s status.
+
+    A plain ``fork`` (Linux's default) copies a process that runs other threads (torch.distributed's,
+    tqdm's monitor, a finished loader's queue feeder); on CPython 3.11 a child forked while one of
+    them holds an interpreter lock waits for it forever (docs/design.md §13.19). The fork server is
+    a fresh single-threaded process that forks the DataLoader workers instead. Only the program's
+    entry sets this, once: the choice is process-wide, and a library call leaves it to its caller.
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods() and multiprocessing.get_start_method(allow_none=True) is None:
+        multiprocessing.set_start_method("forkserver")
+    sys.exit(main())

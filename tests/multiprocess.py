@@ -34,9 +34,25 @@ def torchrun_command(module: str, args: Sequence[str], nproc: int = 2) -> list[s
 
 
 def torchrun(module: str, args: Sequence[str], nproc: int = 2, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``torchrun -m module args`` to the end."""
-    return subprocess.run(torchrun_command(module, args, nproc), cwd=ROOT, env=environment(), capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    """Run ``torchrun -m module args`` to the end.
+
+    Past ``timeout`` torchrun gets SIGTERM, which it passes on to its workers (each runs in a
+    session of its own, so a SIGKILL of torchrun alone would leave them running), and then
+    ``subprocess.TimeoutExpired`` is raised.
+    """
+    command = torchrun_command(module, args, nproc)
+    with subprocess.Popen(command, cwd=ROOT, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as process:  # fmt: skip
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def popen_torchrun(module: str, args: Sequence[str], nproc: int = 2) -> subprocess.Popen:

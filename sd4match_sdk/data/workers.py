@@ -1,7 +1,8 @@
 """How many DataLoader processes decode images on this machine, shared by training and evaluation.
 
 Worker processes pay off when the model leaves CPUs idle (a GPU run); on a small CPU-only
-machine they compete with the model for the same cores (docs/design.md §13.22).
+machine they compete with the model for the same cores (docs/design.md §13.19, which also says
+how the commands start them).
 """
 
 from __future__ import annotations
@@ -27,3 +28,4 @@ def loader_workers(requested: int, cpus: int | None = None) -> int:
         return requested
     cpus = cpus or available_cpus()
     return 0 if cpus <= 2 else min(4, cpus - 1)
+

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from .._version import __version__
-from ..console import add_verbose_flag, check_image_output, check_output_file, run_command
+from ..console import add_verbose_flag, check_image_output, check_output_file, run_command, start_program
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -64,6 +65,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_verbose_flag(p)
     return p
+
+
+def run() -> NoReturn:
+    """``sd4match-eval`` and ``python -m sd4match_sdk.evaluation`` (:func:`~sd4match_sdk.console.start_program`)."""
+    start_program(main)
 
 
 def main(argv: list[str] | None = None) -> int:

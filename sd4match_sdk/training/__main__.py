@@ -1,7 +1,5 @@
 """``python -m sd4match_sdk.training`` is ``sd4match-train`` (so that ``torchrun -m sd4match_sdk.training`` works)."""
 
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()

@@ -24,11 +24,12 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from typing import NoReturn
 
 from .._version import __version__
-from ..console import add_verbose_flag, check_output_dir, run_command
+from ..console import add_verbose_flag, check_output_dir, run_command, start_program
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -53,6 +54,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _raise_interrupt(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run() -> NoReturn:
+    """``sd4match-train`` and ``python -m sd4match_sdk.training`` (:func:`~sd4match_sdk.console.start_program`)."""
+    start_program(main)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,10 +109,10 @@ def _run(args: argparse.Namespace, distributed) -> bool:
     """Train; ``True`` when the run stopped early on a signal."""
     from ..config import DEFAULT_DINO_MODEL, default_sd_model
     from ..data import load_dataset
+    from ..data.workers import available_cpus, loader_workers
     from ..errors import ConfigError
     from ..models.loading import load_dino, load_sd_components
     from .config import load_train_config, parse_override, resolve_device
-    from ..data.workers import available_cpus, loader_workers
     from .trainer import Trainer
 
     with distributed.together("reading the config and the dataset"):  # a bad launch stops every rank here

@@ -53,3 +53,58 @@ def test_more_workers_than_cpus_do_not_warn_twice(spair_root):
         batches = list(step_loader(dataset, config, 0, 2, pin_memory=False))
     assert len(batches) == 2 and [len(b) for b in batches] == [2, 2]
     assert not [w for w in caught if "worker" in str(w.message)]  # torch's twice-repeated warning is gone
+
+
+
+
+WORKERS_EQUAL_INLINE = """
+import dataclasses, sys
+import torch
+from sd4match_sdk.console import start_program
+from sd4match_sdk.data import SPairDataset
+from sd4match_sdk.training.config import load_train_config
+from sd4match_sdk.training.data import step_loader
+
+
+def same(x, y):
+    if isinstance(x, torch.Tensor):
+        return torch.equal(x, y)
+    if isinstance(x, (list, tuple)):
+        return len(x) == len(y) and all(same(a, b) for a, b in zip(x, y))
+    return x == y
+
+
+def check():
+    dataset = SPairDataset(sys.argv[1], "test", frame=256)
+    inline, workers = (
+        list(step_loader(dataset, load_train_config(image_size=256, batch_size=2, num_workers=n, train_split="test"), 0, 3,
+                         pin_memory=False))
+        for n in (0, 2)
+    )
+    assert len(inline) == len(workers) == 3
+    for a, b in zip(inline, workers):
+        for field in dataclasses.fields(a):
+            assert same(getattr(a, field.name), getattr(b, field.name)), field.name
+    print(torch.multiprocessing.get_start_method())
+    return 0
+
+
+if __name__ == "__main__":
+    start_program(check)
+"""
+
+
+def test_workers_of_a_program_decode_what_the_program_decodes(spair_root, tmp_path):
+    """In a program entered through start_program (workers from a fork server: the dataset travels
+    pickled), 2 loader workers give the batches decoded in the process itself."""
+    import subprocess
+    import sys
+
+    import multiprocess  # tests/, on pytest's pythonpath
+
+    script = tmp_path / "workers_equal_inline.py"
+    script.write_text(WORKERS_EQUAL_INLINE)
+    done = subprocess.run([sys.executable, str(script), str(spair_root)], capture_output=True, text=True,
+                          env=multiprocess.environment(), timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == "forkserver"
