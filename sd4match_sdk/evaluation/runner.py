@@ -112,8 +112,7 @@ def evaluate(
         desc: progress bar label.
         batch_size: images (Single/Class/text) or pairs (CPM) per UNet batch. Results equal
             those of ``batch_size=1`` within the float rounding of a batched UNet.
-        workers: DataLoader processes decoding the next batches (0: decode in this process). They
-            start by the program's start method; ``sd4match-eval`` uses a fork server (docs/design.md §13.19).
+        workers: DataLoader processes decoding the next batches (0: none; how they start: docs/design.md §13.19).
         distributed: this process's place in a ``torchrun`` launch (default: one process); every
             process must call ``evaluate`` with the same arguments.
     """
