@@ -103,12 +103,13 @@ def build_components(full: bool, device, work: Path, distributed):
 
 def build_dino(full: bool, device, work: Path, distributed):
     import torch
-    from transformers import AutoImageProcessor, Dinov2Config, Dinov2Model
+    from transformers import Dinov2Config, Dinov2Model
 
+    from sd4match_sdk.models.dino import load_pil_processor
     from sd4match_sdk.testing import build_tiny_dino
 
     path = distributed.broadcast_from_main(lambda: str(build_tiny_dino(work / "tiny-dinov2")), "writing the tiny DINOv2")
-    processor = AutoImageProcessor.from_pretrained(path)  # the facebook/dinov2-base geometry
+    processor = load_pil_processor(path)  # the facebook/dinov2-base geometry, as the SDK loads it
     if not full:
         return Dinov2Model.from_pretrained(path).eval(), processor
     with torch.device(device):

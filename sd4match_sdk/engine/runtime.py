@@ -26,7 +26,7 @@ from ..config import FeatureConfig
 from ..errors import ConfigError, EngineError, UnknownCategoryError
 from ..features.batch import ImageBatch, PreparedBatch, per_image
 from ..features.budget import BatchBudget
-from ..models.dino import dino_pixels
+from ..models.dino import dino_pixels, load_pil_processor
 from ..noise import ImageNoise
 from ..prompts import PromptKind
 from .directory import read_manifest, verify_files
@@ -64,8 +64,6 @@ RUNNERS: dict[EngineRuntime, RunnerFactory] = {
 def load_dino_processor(engine_dir: str | Path, manifest: EngineManifest) -> Any:
     """The DINOv2 image processor saved with a CPM engine (PIL backend, as the PyTorch path),
     after checking its files against the manifest."""
-    from transformers import AutoImageProcessor
-
     path = Path(engine_dir) / DINO_PROCESSOR_DIR
     if not path.is_dir():
         raise EngineError(
@@ -75,7 +73,7 @@ def load_dino_processor(engine_dir: str | Path, manifest: EngineManifest) -> Any
     present = sorted(p.relative_to(engine_dir).as_posix() for p in path.rglob("*") if not p.is_dir())
     verify_files(engine_dir, manifest, present)
     with _processor_errors(path):
-        return AutoImageProcessor.from_pretrained(str(path), backend="pil")
+        return load_pil_processor(path)
 
 
 @contextlib.contextmanager

@@ -7,13 +7,27 @@ dropped. ``last_hidden_state`` is post-layernorm, as the official cache.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["dino_pixels", "dino_patch_tokens"]
+__all__ = ["dino_pixels", "dino_patch_tokens", "load_pil_processor"]
+
+
+def load_pil_processor(source: str | Path) -> Any:
+    """DINOv2's image processor from ``source`` (a directory or hub id), PIL backend (docs/design.md §13.9).
+
+    The class is named rather than resolved through ``AutoImageProcessor``: transformers 5.5 to 5.17
+    refuse ``AutoImageProcessor`` without torchvision, even for the PIL backend.
+    """
+    import transformers
+
+    # transformers >= 5.5 splits the PIL backend into its own class; before, the only class is the PIL one.
+    processor_class = getattr(transformers, "BitImageProcessorPil", None) or transformers.BitImageProcessor
+    return processor_class.from_pretrained(str(source))
 
 
 def dino_pixels(processor: Any, images: list[np.ndarray]) -> Tensor:

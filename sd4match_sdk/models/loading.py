@@ -18,6 +18,7 @@ import torch
 
 from ..config import DEFAULT_DINO_MODEL, DEFAULT_SD_MODEL, SD_MODEL_ENV
 from ..errors import ModelNotFoundError, WeightsError
+from .dino import load_pil_processor
 
 __all__ = ["SDComponents", "load_sd_components", "load_dino", "check_loading_info", "check_text_width"]
 
@@ -167,7 +168,7 @@ def load_dino(model: str | None = None) -> tuple[Any, Any]:
     Returns:
         ``(model, processor)``; the model is frozen, float32, in eval mode.
     """
-    from transformers import AutoImageProcessor, Dinov2Model
+    from transformers import Dinov2Model
 
     model, local = _resolve_source(str(model or DEFAULT_DINO_MODEL))
     if local and not Path(model).is_dir():
@@ -175,8 +176,7 @@ def load_dino(model: str | None = None) -> tuple[Any, Any]:
                          "sd4match download dinov2 --dir ./dinov2-base")  # fmt: skip
     try:
         dino, info = Dinov2Model.from_pretrained(model, output_loading_info=True)
-        # The PIL backend reproduces the processor the official code used (docs/design.md §4.5).
-        processor = AutoImageProcessor.from_pretrained(model, backend="pil")
+        processor = load_pil_processor(model)
     except (OSError, ValueError) as err:
         raise _not_found("DINOv2", model, err, DEFAULT_DINO_MODEL, None, "sd4match download dinov2") from err
     check_loading_info(info, "DINOv2", model)

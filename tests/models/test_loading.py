@@ -5,11 +5,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from sd4match_sdk import Matcher, ModelNotFoundError, WeightsError
+from sd4match_sdk.models.dino import dino_pixels, load_pil_processor
 from sd4match_sdk.models.loading import load_dino, load_sd_components
 
 
@@ -112,6 +114,36 @@ def test_dino_loads_completely(tiny_dino: Path, tmp_path: Path) -> None:
     save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(WeightsError):
         load_dino(str(broken))
+
+
+def test_dino_loads_without_auto_image_processor(tiny_dino: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers 5.5 to 5.17 refuse AutoImageProcessor without torchvision, even for the PIL backend
+    (docs/design.md §13.9): DINOv2 and a CPM engine's processor must load without it."""
+    import transformers
+
+    class AutoNeedsTorchvision:
+        @classmethod
+        def from_pretrained(cls, *args, **kwargs):
+            raise ImportError("AutoImageProcessor requires the Torchvision library but it was not found")
+
+    monkeypatch.setattr(transformers, "AutoImageProcessor", AutoNeedsTorchvision)
+    _, processor = load_dino(str(tiny_dino))
+    assert processor.crop_size == {"height": 224, "width": 224}
+
+
+def test_the_named_processor_is_the_pil_backend_of_auto_image_processor(tiny_dino: Path) -> None:
+    """Same class and same pixels as ``AutoImageProcessor(backend="pil")``, where this transformers has it."""
+    from transformers import AutoImageProcessor
+
+    try:
+        auto = AutoImageProcessor.from_pretrained(str(tiny_dino), backend="pil")
+    except ImportError as err:  # transformers 5.5 to 5.17 without torchvision
+        pytest.skip(str(err).strip().splitlines()[0])
+    named = load_pil_processor(tiny_dino)
+    assert type(named) is type(auto)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (300, 410, 3), dtype=np.uint8), rng.integers(0, 256, (512, 240, 3), dtype=np.uint8)]
+    assert torch.equal(dino_pixels(named, images), dino_pixels(auto, images))
 
 
 def test_text_encoder_width_must_equal_the_cross_attention_width(tmp_path: Path, tiny_sd: Path) -> None:
