@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -356,8 +357,16 @@ def spawn(row: str, args: argparse.Namespace) -> dict:
     except subprocess.TimeoutExpired:
         return {"row": row, "error": f"timed out after {args.row_timeout} s (--row-timeout)"}
     if proc.returncode != 0:
-        return {"row": row, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+        return {"row": row, "error": child_error(proc.stderr) or f"exit {proc.returncode}", "stderr_tail": proc.stderr[-4000:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def child_error(stderr: str) -> str:
+    """The exception a child died of, on one line: from its last ``Name: ...`` line (some messages span
+    several lines, or start on the next one) to the end of stderr, at most 300 characters."""
+    lines = [line.strip() for line in stderr.strip().splitlines()]
+    starts = [i for i, line in enumerate(lines) if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit):", line)]
+    return " ".join(line for line in lines[starts[-1] if starts else -1:] if line)[:300] if lines else ""
 
 
 def deviation(result: dict, reference: dict) -> float:
@@ -391,7 +400,7 @@ def report(results: list[dict], args: argparse.Namespace, device: torch.device) 
     lines.append(f"{'row':<20} {'pairs/s b1':>10} {'ms/pair b1':>10} {'pairs/s ' + bn:>10} {'ms/pair ' + bn:>10} {'first s':>8} {'peak GiB':>8} {'dev px':>8}" + extra)
     for r in results:
         if "b1_s" not in r:
-            lines.append(f"{r['row']:<20} skipped: {r.get('skipped') or r.get('error')}")
+            lines.append(f"{r['row']:<20} {'skipped' if 'skipped' in r else 'failed'}: {r.get('skipped') or r.get('error')}")
             continue
         b1 = args.pairs / r["b1_s"]
         b8 = args.pairs / r["b8_s"] if "b8_s" in r else b1
