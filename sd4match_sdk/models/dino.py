@@ -20,12 +20,12 @@ __all__ = ["dino_pixels", "dino_patch_tokens", "load_pil_processor"]
 def load_pil_processor(source: str | Path) -> Any:
     """DINOv2's image processor from ``source`` (a directory or hub id), PIL backend (docs/design.md §13.9).
 
-    The class is named rather than resolved through ``AutoImageProcessor``: transformers 5.5 to 5.17
+    The class is named rather than resolved through ``AutoImageProcessor``: transformers 5.4 to 5.17
     refuse ``AutoImageProcessor`` without torchvision, even for the PIL backend.
     """
     import transformers
 
-    # transformers >= 5.5 splits the PIL backend into its own class; before, the only class is the PIL one.
+    # transformers >= 5.4 splits the PIL backend into its own class; before, the only class is the PIL one.
     processor_class = getattr(transformers, "BitImageProcessorPil", None) or transformers.BitImageProcessor
     return processor_class.from_pretrained(str(source))
 

@@ -117,7 +117,7 @@ def test_dino_loads_completely(tiny_dino: Path, tmp_path: Path) -> None:
 
 
 def test_dino_loads_without_auto_image_processor(tiny_dino: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """transformers 5.5 to 5.17 refuse AutoImageProcessor without torchvision, even for the PIL backend
+    """transformers 5.4 to 5.17 refuse AutoImageProcessor without torchvision, even for the PIL backend
     (docs/design.md §13.9): DINOv2 and a CPM engine's processor must load without it."""
     import transformers
 
@@ -137,7 +137,7 @@ def test_the_named_processor_is_the_pil_backend_of_auto_image_processor(tiny_din
 
     try:
         auto = AutoImageProcessor.from_pretrained(str(tiny_dino), backend="pil")
-    except ImportError as err:  # transformers 5.5 to 5.17 without torchvision
+    except ImportError as err:  # transformers 5.4 to 5.17 without torchvision
         pytest.skip(str(err).strip().splitlines()[0])
     named = load_pil_processor(tiny_dino)
     assert type(named) is type(auto)
