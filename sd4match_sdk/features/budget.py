@@ -31,10 +31,13 @@ DEFAULT_SHARE = 0.5
 
 
 def available_memory(device: torch.device) -> int:
-    """Free bytes on ``device`` now: ``cudaMemGetInfo`` on CUDA, ``MemAvailable`` on Linux CPUs."""
+    """Free bytes on ``device`` now: on CUDA what ``cudaMemGetInfo`` reports free plus what torch's
+    caching allocator holds unused (the next batch reuses it: without it, the budget of a warm
+    process would shrink after its first large batch); ``MemAvailable`` on Linux CPUs."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
+        cached_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + max(0, cached_unused))
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:

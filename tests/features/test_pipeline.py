@@ -10,7 +10,7 @@ import torch
 
 from sd4match_sdk import ConfigError, Matcher
 from sd4match_sdk.config import FeatureConfig
-from sd4match_sdk.features.budget import UNET_UNITS, VAE_UNITS, BatchBudget
+from sd4match_sdk.features.budget import UNET_UNITS, VAE_UNITS, BatchBudget, available_memory
 from sd4match_sdk.features.pipeline import chunks, overlaps_host, prefetched
 
 POINTS = [[100.0, 200.0], [550.0, 500.0]]
@@ -70,6 +70,16 @@ def test_budget_counts_the_larger_stage() -> None:
     assert BatchBudget(config, 128, 320, torch.float32, torch.float32, torch.device("cpu")).images() >= 1  # free memory
     with pytest.raises(ConfigError, match="memory_budget"):
         BatchBudget(config, 128, 320, torch.float32, torch.float32, torch.device("cpu"), 0)
+
+
+def test_cuda_memory_torch_caches_unused_counts_as_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warm process keeps its first batch's activations in torch's cache, outside cudaMemGetInfo's
+    free bytes: the next batch reuses them, so the default budget must not shrink after one batch."""
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 * gib, 140 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 70 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 10 * gib)
+    assert available_memory(torch.device("cuda", 0)) == (40 + 70 - 10) * gib
 
 
 @pytest.fixture(scope="module")
