@@ -49,6 +49,9 @@ __all__ = [
 class GraphRunner(Protocol):
     """Runs one graph: named tensors in (moved to the runner's device), named tensors out (on it)."""
 
+    #: Where the graph runs: the CPU when CUDA was asked for but the runtime has no CUDA provider.
+    device: torch.device
+
     def run(self, feeds: dict[str, Tensor]) -> dict[str, Tensor]: ...
 
 
@@ -326,9 +329,11 @@ def open_engine(
     manifest = read_manifest(engine_dir)
     check_requested_settings(manifest, requested or {})
     chosen = resolve_runtime(manifest, runtime)
-    # 2. Verify the files the runtime loads and open one runner per graph
+    # 2. Verify the files the runtime loads and open one runner per graph; the batches are prepared
+    #    for (pinned, budgeted by) the device the graphs really run on
     runners = RUNNERS[chosen](engine_dir, manifest, torch.device(device))
+    runs_on = runners[GraphName.UNET].device
     # 3. The DINOv2 processor of a CPM engine
     needs_dino = manifest.context_mode == ContextMode.INPUT
     processor = load_dino_processor(engine_dir, manifest) if needs_dino else None
-    return EngineFeatureBackend(engine_dir, manifest, runners, str(chosen), torch.device(device), processor, memory_budget)
+    return EngineFeatureBackend(engine_dir, manifest, runners, str(chosen), runs_on, processor, memory_budget)

@@ -24,6 +24,26 @@ class TestProviders:
             assert select_providers(torch.device("cuda"), ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
 
 
+def test_an_engine_that_falls_back_to_the_cpu_prepares_its_batches_for_the_cpu(engine_single, demo_pair):
+    """device='cuda' with a CPU-only onnxruntime: the graphs run on the CPU, so the batches must be
+    prepared there (no pinned copies to a GPU, a budget of host memory); this runs on a CPU-only torch."""
+    from sd4match_sdk.engine.runtime import open_engine
+    from sd4match_sdk.images import load_image
+    from sd4match_sdk.noise import draw_pair_noise
+
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider: no fallback")
+    with pytest.warns(UserWarning, match="no CUDAExecutionProvider"):
+        backend = open_engine(engine_single, torch.device("cuda"))
+    assert backend.device.type == "cpu"
+    src, trg = (load_image(p) for p in demo_pair)
+    assert backend.max_batch_images() >= 1
+    noises = [draw_pair_noise(torch.Generator().manual_seed(0), backend.feature_config.ensemble, backend.latent_shape)]
+    features = backend.extract_pairs([src], [trg], [None], noises)
+    assert features.device.type == "cpu" and torch.isfinite(features).all()
+
+
 def test_requests_are_chunked_by_max_batch(engine_class):
     """max_batch 3: a 2-pair request (4 images) runs the UNet graph twice (3 + 1 images)."""
     from sd4match_sdk.demo import demo_images
