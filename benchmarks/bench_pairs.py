@@ -25,6 +25,9 @@ same run (bf16 8192^3 on CUDA, float32 4096^3 on the CPU). A comment line above 
 the ceiling this implies: the official row's counted work and achieved rate, and the largest
 speed-up the necessary work allows if it ran at the matmul rate. The last line is the headline:
 ``speed-up sdk/official: X.XXx pairs/s at batch 1, Y.YYx at batch 8 (DEVICE)`` with the best SDK row.
+``--time-limit`` shares a number of seconds among the rows: a row gets what is left, a row that
+runs out is reported as failed, and the table is printed in any case. A row whose process fails
+reports its exception; its stderr's tail is in the JSON.
 
     python benchmarks/bench_pairs.py --model tiny                          # CPU, tiny SD-2.1-shaped model
     python benchmarks/bench_pairs.py --model sd21 --image-size 384         # CPU, SD 2.1 architecture
@@ -56,6 +59,8 @@ from common import counted_tflop, device_name, machine, matmul_dtype, matmul_tfl
 ROWS = ("official", "reference", "sdk", "sdk-compiled", "sdk-bf16", "engine-onnxruntime", "engine-tensorrt")
 #: Rows the headline may pick (the bf16 option changes the numbers more than the others).
 HEADLINE = ("sdk", "sdk-compiled", "engine-onnxruntime", "engine-tensorrt")
+REPORT_SECONDS = 5  # kept back from --time-limit for the table
+MIN_ROW_SECONDS = 10  # a row is not started with less left: building the model alone takes longer
 
 
 # ---------------------------------------------------------------------- inputs shared by every row
@@ -270,11 +275,13 @@ def run_row(args: argparse.Namespace) -> dict:
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    # 1. first calls: compilation of both batch shapes, allocator warm-up
+    # 1. first calls: compilation of both batch shapes, allocator warm-up; CUDA graphs (sdk-compiled on
+    #    CUDA) run a shape's first call eagerly and record on its second, so those take two
     start = time.perf_counter()
-    one(0)
-    if batch is not None:
-        batch(0)
+    for _ in range(2 if row == "sdk-compiled" and device.type == "cuda" else 1):
+        one(0)
+        if batch is not None:
+            batch(0)
     sync(device)
     result["first_calls_s"] = time.perf_counter() - start
     # 2. batch 1 (match), then batch B (match_batch); the first timed pass gives the matches
@@ -345,17 +352,18 @@ def skip_reason(row: str, args: argparse.Namespace) -> str | None:
     return None
 
 
-def spawn(row: str, args: argparse.Namespace) -> dict:
-    """Run one row in a child process; its last stdout line is the row's JSON."""
+def spawn(row: str, args: argparse.Namespace, timeout: float, limit: str) -> dict:
+    """Run one row in a child process for at most ``timeout`` seconds (``limit`` names the option that
+    set it); its last stdout line is the row's JSON."""
     cmd = [sys.executable, __file__, "--child", row, "--tiny-dir", args.tiny_dir, "--dino-dir", args.dino_dir]
     for name in ("model", "device", "image_size", "ensemble", "timestep", "pairs", "batch", "repeats", "prompt_kind"):
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     if args.memory_budget:
         cmd += ["--memory-budget", str(args.memory_budget)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.row_timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"row": row, "error": f"timed out after {args.row_timeout} s (--row-timeout)"}
+        return {"row": row, "error": f"timed out after {timeout:.0f} s ({limit})"}
     if proc.returncode != 0:
         return {"row": row, "error": child_error(proc.stderr) or f"exit {proc.returncode}", "stderr_tail": proc.stderr[-4000:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -437,6 +445,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--bf16", action="store_true", help="add the sdk-bf16 row (bfloat16 UNet and VAE)")
     parser.add_argument("--memory-budget", type=int, default=None, help="bytes per device batch (default: the SDK's)")
     parser.add_argument("--row-timeout", type=int, default=3600, help="seconds per row process")
+    parser.add_argument("--time-limit", type=int, default=None,
+                        help="seconds for all rows together: a row gets what is left, and the table is still printed")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--child", choices=ROWS, help=argparse.SUPPRESS)
     parser.add_argument("--tiny-dir", default="", help=argparse.SUPPRESS)
@@ -449,6 +459,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_row(args)))
         return
+    deadline = time.monotonic() + args.time_limit - REPORT_SECONDS if args.time_limit else float("inf")
     from sd4match_sdk.testing import build_tiny_sd
 
     device = torch.device(args.device)
@@ -457,9 +468,15 @@ def main() -> None:
     args.dino_dir = str(write_dino(work / "dino", args.model)) if args.prompt_kind == "cpm" else ""
     results = []
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
-        reason = skip_reason(row, args)
-        result = {"row": row, "skipped": reason} if reason else spawn(row, args)
-        print(f"  {row}: {'skipped' if reason else 'done'} ({time.strftime('%H:%M:%S')})", file=sys.stderr, flush=True)
+        reason, left = skip_reason(row, args), deadline - time.monotonic()
+        if reason:
+            result = {"row": row, "skipped": reason}
+        elif left < MIN_ROW_SECONDS:
+            result = {"row": row, "error": f"not started: {max(left, 0):.0f} s left of --time-limit {args.time_limit}"}
+        else:
+            result = spawn(row, args, *((left, "--time-limit") if left < args.row_timeout else (args.row_timeout, "--row-timeout")))
+        status = "skipped" if reason else "failed" if "error" in result else "done"
+        print(f"  {row}: {status} ({time.strftime('%H:%M:%S')})", file=sys.stderr, flush=True)
         results.append(result)
         if args.json:  # after every row: a run cut short keeps what it measured
             Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
