@@ -26,7 +26,7 @@ from .engine.runtime import open_engine
 from .errors import ConfigError
 from .features import FeatureBackend, ImageFeatures, TorchFeatureBackend
 from .features.compiled import CompileMode, resolve_compile_mode
-from .features.pipeline import batch_tasks, overlaps_host, prefetched, prepare_images, prepare_pairs
+from .features.pipeline import batch_tasks, prefetched, prepare_images, prepare_pairs, prepares_ahead
 from .features.precision import resolve_precision
 from .images import ImageInput
 from .kernels import match_function
@@ -244,7 +244,7 @@ class Matcher:
             self.backend.check_category(category)
         out: list[ImageFeatures] = []
         tasks = batch_tasks(prepare_images, self.backend, self.draw_noise, list(images), categories, generators)
-        for chunk in prefetched(tasks, overlaps_host(self.device)):
+        for chunk in prefetched(tasks, prepares_ahead(self.device, generators)):
             feats = self.backend.extract_prepared(chunk.inputs)
             for k, (i, size) in enumerate(zip(chunk.indices, chunk.sizes)):
                 out.append(ImageFeatures(feats[k : k + 1], size, categories[i]))
@@ -348,7 +348,7 @@ class Matcher:
             self.backend.check_category(category)
         results = [MatchResult.empty() for _ in items]
         tasks = batch_tasks(prepare_pairs, self.backend, self._pair_noise, items, categories, generators)
-        for chunk in prefetched(tasks, overlaps_host(self.device)):
+        for chunk in prefetched(tasks, prepares_ahead(self.device, generators)):
             if chunk.inputs is None:  # no pair of this batch has query points
                 continue
             feats = self.backend.extract_prepared(chunk.inputs)

@@ -25,7 +25,7 @@ from ..noise import ImageNoise
 from ..points import check_points
 from .batch import PreparedBatch
 
-__all__ = ["PreparedRequests", "batch_tasks", "chunks", "overlaps_host", "prefetched", "prepare_images", "prepare_pairs"]
+__all__ = ["PreparedRequests", "batch_tasks", "chunks", "overlaps_host", "prefetched", "prepare_images", "prepare_pairs", "prepares_ahead"]
 
 T = TypeVar("T")
 
@@ -61,6 +61,14 @@ def prefetched(tasks: Sequence[Callable[[], T]], ahead: bool = True) -> Iterator
 def overlaps_host(device: torch.device) -> bool:
     """Whether host preparation can run beside the model: on an accelerator, not on the CPU."""
     return device.type != "cpu"
+
+
+def prepares_ahead(device: torch.device, generators: Sequence[torch.Generator | None]) -> bool:
+    """Whether a request's next batch is prepared on a worker thread: where the host work overlaps
+    ``device``, and only when every draw has its own generator. Draws from the global RNG stay on
+    the caller's thread: torch.compile restores that RNG after each compilation, rewinding draws
+    another thread made meanwhile (docs/design.md §13.22)."""
+    return overlaps_host(device) and all(g is not None for g in generators)
 
 
 @dataclass(frozen=True)

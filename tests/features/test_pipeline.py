@@ -135,3 +135,38 @@ def test_an_invalid_pair_raises_from_its_batch(budget_matcher: Matcher, demo_pai
         budget_matcher.match_batch([(src, trg, POINTS), (tmp_path / "missing.png", trg, POINTS)], seed=0)
     with pytest.raises(PointsError):
         budget_matcher.match_batch([(src, trg, POINTS), (src, trg, [[1e6, 0.0]])], seed=0)
+
+
+def test_torch_compile_rewinds_draws_from_the_global_rng_made_while_it_compiles() -> None:
+    """The premise of the next test (docs/design.md §13.22): a draw made during a compilation (here by
+    the backend itself, as a worker thread would) is undone when the compilation ends."""
+
+    def drawing_backend(graph_module, example_inputs):
+        torch.randn(3)  # a draw during the compilation
+        return graph_module.forward
+
+    compiled = torch.compile(lambda x: x + 1, backend=drawing_backend)
+    torch.manual_seed(0)
+    first = torch.randn(3)
+    torch.manual_seed(0)
+    compiled(torch.ones(2))
+    assert torch.equal(torch.randn(3), first)
+
+
+def test_only_calls_with_their_own_generators_prepare_on_a_worker(budget_matcher: Matcher, demo_pair, monkeypatch) -> None:
+    """Draws from the global RNG stay on the caller's thread, even where the host work overlaps the
+    device (forced here, as on an accelerator): a compilation would rewind the worker's draws."""
+    import sd4match_sdk.features.pipeline as pipeline_module
+    import sd4match_sdk.matcher as matcher_module
+
+    aheads: list[bool] = []
+    real = matcher_module.prefetched
+    monkeypatch.setattr(pipeline_module, "overlaps_host", lambda device: True)
+    monkeypatch.setattr(matcher_module, "prefetched", lambda tasks, ahead=True: aheads.append(ahead) or real(tasks, ahead))
+    src, trg = demo_pair
+    pairs = [(src, trg, [[10.0, 20.0]]), (trg, src, [[30.0, 40.0]])]
+    budget_matcher.match_batch(pairs)
+    budget_matcher.match_batch(pairs, seed=1)
+    budget_matcher.features_batch([src, trg])
+    budget_matcher.features_batch([src, trg], generators=[torch.Generator().manual_seed(s) for s in (1, 2)])
+    assert aheads == [False, True, False, True]
