@@ -21,7 +21,13 @@
 # Rehearse it here first (about 7 minutes on 2 CPU cores): REHEARSE=1 OUT=/tmp/rehearsal bash benchmarks/gpu_session.sh
 # runs every step on the tiny model on the CPU, the CUDA tests included (SD4MATCH_GPU_TESTS_ON=cpu: they
 # then leave out only what the CPU cannot show), with every time limit doubled. PYTHON=... picks the
-# interpreter: rehearse under the GPU machine's versions (device tool, KINDS.md) where you can.
+# interpreter: rehearse under the GPU machine's versions (device tool, KINDS.md), in a venv of their own
+# (PY312: a Python 3.12, here /root/.pyenv/versions/3.12.1/bin/python; torch 2.11 comes from PyPI as its CUDA
+# build, about 5 GB, 78 s to install here):
+#   PY312 -m venv /tmp/gpu-versions && /tmp/gpu-versions/bin/pip install torch==2.11.0 transformers==5.17.0 \
+#     numpy==2.5.2 onnx==1.23.1 onnxruntime==1.30.0 onnxscript==0.7.2 accelerate==1.15.0 safetensors==0.8.0 \
+#     huggingface_hub==1.33.0 tokenizers==0.23.2 diffusers==0.42.1 opencv-python-headless scipy tqdm pillow pytest
+#   REHEARSE=1 PYTHON=/tmp/gpu-versions/bin/python OUT=/tmp/rehearsal bash benchmarks/gpu_session.sh
 set -u
 cd "$(dirname "$0")/.." || exit 1
 export PYTHONUNBUFFERED=1 PYTHON=${PYTHON:-python3} HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error DIFFUSERS_VERBOSITY=error
