@@ -387,6 +387,16 @@ def deviation(result: dict, reference: dict) -> float:
     return worst
 
 
+def matching_backend(device: torch.device) -> str:
+    """What the SDK rows' ``auto`` matcher runs on ``device``: the fused kernel when a build of it
+    can run there, else torch (a GPU machine without the CUDA module built matches with torch)."""
+    from sd4match_sdk import kernels
+
+    if kernels.kernel_supports(device):
+        return f"the fused Kernel-Soft-Argmax kernel (sd4match_sdk.{'_kernels_cuda' if device.type == 'cuda' else '_kernels'})"
+    return "torch (no fused kernel built for this device)"
+
+
 def report(results: list[dict], args: argparse.Namespace, device: torch.device) -> list[str]:
     """The table, one line per row, and the headline last."""
     done = [r for r in results if "b1_s" in r]
@@ -397,6 +407,7 @@ def report(results: list[dict], args: argparse.Namespace, device: torch.device) 
         f"{args.prompt_kind} prompt, {args.pairs} pairs of distinct images, 20 points each, batch {args.batch}",
         f"# machine: {done[0]['machine'] if done else machine(device)}",
         "# deviation: largest distance (px) from the float32 eager SDK's batch-1 matches on the same draws",
+        f"# matching (SDK rows): {matching_backend(device)}",
     ]
     if not args.device.startswith("cuda"):
         lines.append("# cpu s/pair: process CPU time (all threads) per pair, steadier than wall time on a shared machine")
