@@ -4,13 +4,16 @@ Winograd path (PyTorch's one CPU convolution with fewer multiplies), beside a fl
 The question it answers (docs/performance.md, "CPU bound, measured"): can a float32 CPU path do
 the same convolutions with less arithmetic through a library PyTorch already ships? Effective
 GFLOP/s counts the direct convolution's 2 * N * C_in * C_out * 9 * H * W for both, so a Winograd
-path above oneDNN's rate would be a real gain.
+path above oneDNN's rate would be a real gain. A second table asks the same of oneDNN's own
+reduced-precision float32 modes (``torch.backends.mkldnn.{matmul,conv}.fp32_precision``: ``tf32``,
+``bf16``), with their error against float64: float32 tensors in and out, less precise products inside.
 
     python benchmarks/bench_cpu_convs.py
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -23,6 +26,44 @@ from common import machine, matmul_tflops, time_call  # noqa: E402
 
 #: (channels, side) of the SD 2.1 UNet's 3x3 convolutions at 384 px, batch E=8.
 SHAPES = ((1280, 12), (640, 24), (320, 48))
+
+
+@contextlib.contextmanager
+def onednn_fp32_precision(mode: str):
+    """oneDNN's float32 math mode for matmuls and convolutions inside the block (restored after)."""
+    backends = (torch.backends.mkldnn.matmul, torch.backends.mkldnn.conv)
+    saved = [b.fp32_precision for b in backends]
+    try:
+        for b in backends:
+            b.fp32_precision = mode
+        yield
+    finally:
+        for b, value in zip(backends, saved):
+            b.fp32_precision = value
+
+
+def relative_error(out: torch.Tensor, exact: torch.Tensor) -> float:
+    """Largest absolute error over the largest magnitude of the float64 result."""
+    return ((out.double() - exact).abs().max() / exact.abs().max()).item()
+
+
+def precision_modes(cpu: torch.device) -> None:
+    """The second table: each oneDNN float32 mode's rate and error on a matmul and a convolution."""
+    if not hasattr(torch.backends.mkldnn.matmul, "fp32_precision"):
+        print("# this torch has no torch.backends.mkldnn.*.fp32_precision")
+        return
+    a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
+    x, w = torch.randn(8, 640, 24, 24), torch.randn(640, 640, 3, 3) / 76  # ~unit outputs
+    exact_mm, exact_conv = a.double() @ b.double(), F.conv2d(x.double(), w.double(), padding=1)
+    mm_flop, conv_flop = 2 * 4096**3, 2 * 8 * 640 * 640 * 9 * 24 * 24
+    print(f"{'oneDNN fp32 mode':<22} {'matmul':>8} {'rel. err':>9} {'conv 640 ch':>12} {'rel. err':>9}")
+    for mode in ("ieee", "tf32", "bf16"):
+        with onednn_fp32_precision(mode):
+            mm = mm_flop / time_call(lambda: a @ b, cpu, repeats=3)["median_s"] / 1e9
+            conv = conv_flop / time_call(lambda: F.conv2d(x, w, padding=1), cpu, repeats=3)["median_s"] / 1e9
+            errors = relative_error(a @ b, exact_mm), relative_error(F.conv2d(x, w, padding=1), exact_conv)
+        print(f"{mode:<22} {mm:>8.0f} {errors[0]:>9.1e} {conv:>12.0f} {errors[1]:>9.1e}")
+    print("(GFLOP/s; float32 tensors in and out in every mode)")
 
 
 def main() -> None:
@@ -47,6 +88,8 @@ def main() -> None:
             tail = f"{'-':>8} {'-':>16}"
         print(f"{f'{channels} ch, {side}x{side}':<22} {nchw:>8.0f} {nhwc:>12.0f} {tail}")
     print("(effective GFLOP/s: the direct convolution's FLOPs over the time)")
+    print()
+    precision_modes(cpu)
 
 
 if __name__ == "__main__":
