@@ -28,4 +28,3 @@ def loader_workers(requested: int, cpus: int | None = None) -> int:
         return requested
     cpus = cpus or available_cpus()
     return 0 if cpus <= 2 else min(4, cpus - 1)
-

@@ -55,8 +55,6 @@ def test_more_workers_than_cpus_do_not_warn_twice(spair_root):
     assert not [w for w in caught if "worker" in str(w.message)]  # torch's twice-repeated warning is gone
 
 
-
-
 WORKERS_EQUAL_INLINE = """
 import dataclasses, sys
 import torch
