@@ -144,8 +144,8 @@ class Matcher:
             vae_dtype, compile, memory_budget: the fast path (docs/performance.md): the VAE
                 encoder's dtype (``None``: float16 on CUDA as the official autocast, else float32;
                 docs/design.md §13.20); ``True``/``"max-autotune"`` compiles the VAE encoder and the
-                UNet, CUDA graphs on CUDA, each batch size on first use (§13.21); bytes per device
-                batch (``None``: half the free memory; §13.22).
+                UNet (CUDA graphs on CUDA; Winograd 3x3 convolutions on the CPU, §13.24) per batch size
+                on first use (§13.21); bytes per device batch (``None``: half the free memory; §13.22).
             An engine fixes image size, timestep, ensemble, precision and graphs at export: leave
             those, ``vae_dtype`` and ``compile`` unset (other values are refused, not ignored).
 

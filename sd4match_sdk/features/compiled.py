@@ -2,7 +2,9 @@
 
 ``Matcher.from_pretrained(..., compile=True)`` prepares the two heavy modules once:
 
-1. ``channels_last`` weights (the layout cuDNN and oneDNN convolutions prefer);
+1. ``channels_last`` weights (the layout cuDNN and oneDNN convolutions prefer); on the CPU, the
+   float32 3x3 convolutions with 320 or more input channels by Winograd's F(4x4, 3x3), 4x fewer
+   multiplies (:mod:`sd4match_sdk.models.winograd`, docs/design.md §13.24);
 2. fused attention projections; the cross-attention keys and values come in precomputed: once
    for good for a fixed prompt (Single, Class, text), once per image for a CPM pair
    (:mod:`sd4match_sdk.models.attention`), never once per ensemble member;
@@ -17,6 +19,7 @@ so later processes with the same model, shapes and torch reuse it (docs/performa
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -24,8 +27,9 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..models.attention import ContextKV, context_keys_values, use_fast_attention
 from ..models.features import SDFeatureExtractor
+from ..models.winograd import DEFAULT_MIN_CHANNELS, use_winograd
 
-__all__ = ["CompileMode", "CompiledStages", "inductor_mode", "resolve_compile_mode"]
+__all__ = ["CompileMode", "CompiledStages", "inductor_mode", "resolve_compile_mode", "winograd_threshold"]
 
 
 class CompileMode(StrEnum):
@@ -63,6 +67,16 @@ def inductor_mode(mode: CompileMode, device: torch.device) -> str:
     return "reduce-overhead" if device.type == "cuda" else "default"
 
 
+def winograd_threshold(setting: int | None | Literal["auto"], device: torch.device) -> int | None:
+    """The fewest input channels of a convolution run by Winograd, or ``None`` for none.
+
+    ``"auto"``: 320 on the CPU, none on CUDA, where cuDNN chooses its own algorithms (docs/design.md §13.24).
+    """
+    if setting == "auto":
+        return DEFAULT_MIN_CHANNELS if device.type == "cpu" else None
+    return setting
+
+
 class _VaeLatents(nn.Module):
     """``(pixels, eps_vae) -> latents``: the extractor's posterior sample as a module to compile."""
 
@@ -85,17 +99,31 @@ class CompiledStages:
         extractor: the SD feature extractor, already on ``device`` in its dtypes.
         mode: :attr:`CompileMode.DEFAULT` or :attr:`CompileMode.MAX_AUTOTUNE`.
         device: where the modules run.
+        winograd_min_channels: the fewest input channels a float32 3x3 convolution needs to run
+            by Winograd; ``None`` for none. Default: 320 on the CPU, none on CUDA (cuDNN picks
+            its own algorithms there).
     """
 
-    def __init__(self, extractor: SDFeatureExtractor, mode: CompileMode, device: torch.device) -> None:
+    def __init__(
+        self,
+        extractor: SDFeatureExtractor,
+        mode: CompileMode,
+        device: torch.device,
+        winograd_min_channels: int | None | Literal["auto"] = "auto",
+    ) -> None:
         if mode is CompileMode.OFF:
             raise ConfigError("CompiledStages needs a compile mode other than 'off'; use the eager backend instead")
         self.extractor = extractor
         self.mode = mode
         self.device = device
-        # 1. channels_last weights
+        # 1. channels_last weights; Winograd 3x3 convolutions on the CPU
         extractor.vae.to(memory_format=torch.channels_last)
         extractor.unet.to(memory_format=torch.channels_last)
+        min_channels = winograd_threshold(winograd_min_channels, device)
+        self.winograd_convolutions = 0
+        if min_channels is not None:
+            for module in (extractor.vae.encoder, extractor.unet):
+                self.winograd_convolutions += use_winograd(module, min_channels)
         # 2. fused projections; context keys/values once per image (or precomputed)
         use_fast_attention(extractor.vae.encoder)
         self.cross_attention = use_fast_attention(extractor.unet)

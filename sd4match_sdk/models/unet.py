@@ -59,7 +59,7 @@ class TruncatedUNet(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.conv_in.weight.dtype
+        return self.time_embedding.linear_1.weight.dtype  # not conv_in's: convolutions may be replaced (models/winograd.py)
 
     def forward(self, sample: Tensor, timestep: Tensor, context: Tensor | None, context_kv: Any = None) -> Tensor:
         """Run the UNet until ``up_blocks[1]``.
