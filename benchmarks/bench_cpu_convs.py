@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, matmul_tflops, time_call  # noqa: E402
+from common import machine, matmul_tflops, relative_error, time_call  # noqa: E402
 
 #: (channels, side) of the SD 2.1 UNet's 3x3 convolutions at 384 px, batch E=8.
 SHAPES = ((1280, 12), (640, 24), (320, 48))
@@ -40,11 +40,6 @@ def onednn_fp32_precision(mode: str):
     finally:
         for b, value in zip(backends, saved):
             b.fp32_precision = value
-
-
-def relative_error(out: torch.Tensor, exact: torch.Tensor) -> float:
-    """Largest absolute error over the largest magnitude of the float64 result."""
-    return ((out.double() - exact).abs().max() / exact.abs().max()).item()
 
 
 def precision_modes(cpu: torch.device) -> None:

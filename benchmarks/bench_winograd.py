@@ -15,7 +15,7 @@ m = 2, 4x for m = 4). The compiled CPU path runs F(4x4, 3x3) for wide convolutio
    convolutions if every such convolution ran at its shape's gain (shapes not timed: the best gain);
 3. whether the matches stay within 0.01 px: the float32 SDK's matches on ``bench_pairs.py``'s
    pairs with every 3x3 convolution run by F(2x2, 3x3), then F(4x4, 3x3), against the direct ones
-   (``--deviation-pairs 0`` skips it; 2 pairs take about 3 minutes on 2 cores).
+   (``--deviation-pairs 0`` skips it; with 2 pairs the whole script took about 5 minutes on 2 cores).
 
     python benchmarks/bench_winograd.py
 """
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, time_call  # noqa: E402
+from common import machine, relative_error, time_call  # noqa: E402
 
 from sd4match_sdk.models.winograd import tile_transforms, transform_filters, use_winograd, winograd_conv3x3  # noqa: E402
 
@@ -46,11 +46,6 @@ SHAPES = (
 )  # fmt: skip
 #: The official row's time over the compiled row's with direct convolutions (pairs_sd21_384.log, this Xeon).
 DIRECT_COMPILED_RATIO = 1.76
-
-
-def relative_error(out: Tensor, exact: Tensor) -> float:
-    """Largest absolute error over the largest magnitude of the float64 result."""
-    return ((out.double() - exact).abs().max() / exact.abs().max()).item()
 
 
 def shape_row(batch: int, c_in: int, c_out: int, side: int, cpu: torch.device) -> dict[str, float]:

@@ -95,6 +95,11 @@ def matmul_tflops(device: torch.device, size: int | None = None, repeats: int | 
     return 2 * size**3 * repeats / (start.elapsed_time(end) / 1e3) / 1e12
 
 
+def relative_error(out: torch.Tensor, exact: torch.Tensor) -> float:
+    """Largest absolute error of ``out`` over the largest magnitude of the float64 result ``exact``."""
+    return ((out.double() - exact).abs().max() / exact.abs().max()).item()
+
+
 def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     from torch.utils.flop_counter import sdpa_flop_count
 

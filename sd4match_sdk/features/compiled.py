@@ -71,9 +71,14 @@ def winograd_threshold(setting: int | None | Literal["auto"], device: torch.devi
     """The fewest input channels of a convolution run by Winograd, or ``None`` for none.
 
     ``"auto"``: 320 on the CPU, none on CUDA, where cuDNN chooses its own algorithms (docs/design.md §13.24).
+
+    Raises:
+        ConfigError: anything but ``"auto"``, ``None`` or a non-negative int.
     """
     if setting == "auto":
         return DEFAULT_MIN_CHANNELS if device.type == "cpu" else None
+    if setting is not None and (isinstance(setting, bool) or not isinstance(setting, int) or setting < 0):
+        raise ConfigError(f"winograd_min_channels must be 'auto', None or a channel count >= 0; got {setting!r}")
     return setting
 
 

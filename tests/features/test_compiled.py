@@ -41,6 +41,9 @@ def test_compile_modes() -> None:
     assert inductor_mode(CompileMode.MAX_AUTOTUNE, cpu) == "max-autotune-no-cudagraphs"
     assert winograd_threshold("auto", cpu) == 320 and winograd_threshold("auto", cuda) is None
     assert winograd_threshold(0, cuda) == 0 and winograd_threshold(None, cpu) is None
+    for wrong in ("320", -1, True, 3.5):
+        with pytest.raises(ConfigError, match="winograd_min_channels"):
+            winograd_threshold(wrong, cpu)
 
 
 @pytest.mark.parametrize("kind", KINDS)
